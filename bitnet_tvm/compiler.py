@@ -1,0 +1,113 @@
+"""``bitnet_tvm.compile``: ONNX BitNet model -> compiled model with fused ternary operators."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import onnx
+import tvm
+
+from bitnet_tvm.frontend import import_onnx, symbolic_input_shapes
+from bitnet_tvm.relay_passes.lift_params import lift_params
+from bitnet_tvm.relay_passes.pipeline import lowering_pipeline, run_graph_passes
+from bitnet_tvm.report import collect_report
+from bitnet_tvm.runtime import FORMAT_VERSION, CompiledModel
+from bitnet_tvm.schedules.target import host_target
+from bitnet_tvm.schemes import QuantScheme, get_scheme
+
+__all__ = ["compile_model"]
+
+log = logging.getLogger(__name__)
+
+
+def _io_specs(model: onnx.ModelProto, mod: tvm.IRModule) -> tuple[list[dict], list[dict]]:
+    # main's parameters are the graph inputs in order (the frontend may rename them).
+    shapes = list(symbolic_input_shapes(mod).values())
+    inputs = []
+    for value, shape in zip(model.graph.input, shapes, strict=False):
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+        inputs.append({"name": value.name, "shape": shape, "dtype": str(dtype)})
+    outputs = [{"name": value.name} for value in model.graph.output]
+    return inputs, outputs
+
+
+def resolve_target(target: str | dict | tvm.target.Target) -> tvm.target.Target:
+    """A TVM target from a name: ``"llvm"`` is the host CPU with its features detected."""
+    if isinstance(target, tvm.target.Target):
+        return target
+    if target == "llvm":
+        return host_target()
+    if target == "cuda":
+        return tvm.target.Target({"kind": "cuda", "arch": "sm_90"}, host=host_target())
+    return tvm.target.Target(target)
+
+
+def compile_model(
+    model: str | os.PathLike[str] | onnx.ModelProto,
+    target: str | dict | tvm.target.Target = "llvm",
+    scheme: str | QuantScheme | None = None,
+    *,
+    dump_dir: str | os.PathLike[str] | None = None,
+) -> CompiledModel:
+    """Compile an ONNX BitNet model for ``target``.
+
+    Parameters
+    ----------
+    model : path or onnx.ModelProto
+        ONNX file (external data beside it) or a loaded model.
+    target : str, dict or tvm.target.Target
+        ``"llvm"`` (the host CPU, detected), ``"cuda"``, or any TVM target.
+    scheme : str, QuantScheme or None
+        Re-quantize activations with this scheme's quantizers; None (the default) keeps the
+        quantizers the graph has.
+    dump_dir : path, optional
+        Write the IR after each graph-pass phase there.
+
+    Returns
+    -------
+    CompiledModel
+        With ``run(output_names, input_feed)``, ``report`` and ``save(path)``.
+    """
+    start = time.perf_counter()
+    tvm_target = resolve_target(target)
+    scheme_obj = get_scheme(scheme) if scheme is not None else None
+    proto = model if isinstance(model, onnx.ModelProto) else None
+    if proto is None:
+        path = Path(model)
+        log.info("[1/4] importing %s", path)
+        proto = onnx.load(str(path), load_external_data=False)
+        mod = import_onnx(path)
+    else:
+        log.info("[1/4] importing ONNX model")
+        mod = import_onnx(proto)
+    inputs, outputs = _io_specs(proto, mod)
+    log.info("[2/4] graph passes (target %s, scheme %s)", tvm_target.kind.name, scheme or "graph")
+    mod = run_graph_passes(mod, tvm_target, scheme_obj, Path(dump_dir) if dump_dir else None)
+    report = collect_report(mod)
+    mod, params = lift_params(mod)
+    log.info("[3/4] building %d fused operators", len(report.layers))
+    executable = tvm.compile(mod, target=tvm_target, relax_pipeline=lowering_pipeline(tvm_target))
+    metadata: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "bitnet_tvm_version": _version(),
+        "tvm_version": tvm.__version__,
+        "target": str(tvm_target),
+        "device": "cuda" if tvm_target.kind.name == "cuda" else "cpu",
+        "scheme": scheme_obj.to_dict() if scheme_obj else None,
+        "inputs": inputs,
+        "outputs": outputs,
+        "params": list(params),
+        "report": report.to_dict(),
+    }
+    log.info("[4/4] done in %.1f s", time.perf_counter() - start)
+    return CompiledModel(executable, params, metadata)
+
+
+def _version() -> str:
+    from bitnet_tvm import __version__
+
+    return __version__

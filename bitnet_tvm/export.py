@@ -1,0 +1,286 @@
+"""Export :class:`~bitnet_tvm.model.BitNetForCausalLM` to ONNX and check it with onnxruntime.
+
+The graph (``torch.onnx.export(dynamo=True)``) has dynamic batch, sequence and past length:
+
+* inputs: ``input_ids`` int64 ``[batch, seq]``; with ``with_past``, ``past_key.{i}`` and
+  ``past_value.{i}`` float32 ``[batch, kv_heads, past, head_dim]`` per layer ``i``;
+* outputs: ``logits`` float32 ``[batch, seq, vocab]``, ``present_key.{i}`` and
+  ``present_value.{i}`` ``[batch, kv_heads, past + seq, head_dim]`` (also without past: the
+  prefill graph returns the cache it built).
+
+Two weight forms: ``master`` keeps the float master weights and ternarizes them in the graph
+(``Abs``/``ReduceMean``/``Div``/``Round``/``Clip``), ``ternary`` stores pre-ternarized constants
+(float {-1, 0, 1}) followed by a scalar ``Mul`` by alpha.  Activation fake quantization is in the
+graph in both forms, as ``Round``/``Clip`` on ``x * (L / stat)``.
+
+Files are written atomically: the export (and its external data file, if any) goes to a
+temporary directory next to ``path``, is verified there, and only then moved into place.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from bitnet_tvm.model import BitNetForCausalLM
+from bitnet_tvm.schemes import WeightFormat, get_scheme
+
+__all__ = ["DEFAULT_LOGITS_TOL", "export_onnx", "verify_onnx"]
+
+logger = logging.getLogger(__name__)
+
+#: Default bound of ``max|logits_ort - logits_torch| / max|logits_torch|`` (see verify_onnx).
+DEFAULT_LOGITS_TOL = 1e-2
+
+_EXTERNAL_DATA_BYTES = 1 << 30
+
+
+class _FlatCache(nn.Module):
+    """Flat tensor inputs/outputs around the model, in the exported names' order."""
+
+    def __init__(self, model: BitNetForCausalLM, with_past: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.with_past = with_past
+
+    def forward(self, input_ids: torch.Tensor, past: tuple[torch.Tensor, ...] = ()):
+        cache = None
+        if self.with_past:
+            cache = tuple((past[2 * i], past[2 * i + 1]) for i in range(len(past) // 2))
+        logits, presents = self.model(input_ids, cache)
+        return (logits, *(t for pair in presents for t in pair))
+
+
+def _io_names(num_layers: int, with_past: bool) -> tuple[list[str], list[str]]:
+    def cache(prefix: str) -> list[str]:
+        return [f"{prefix}_{kv}.{i}" for i in range(num_layers) for kv in ("key", "value")]
+
+    inputs = ["input_ids", *(cache("past") if with_past else [])]
+    return inputs, ["logits", *cache("present")]
+
+
+def _example_inputs(
+    model: BitNetForCausalLM, batch: int, seq: int, past_len: int, with_past: bool, seed: int
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    cfg = model.config
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, cfg.vocab_size, (batch, seq), generator=gen, dtype=torch.int64)
+    if not with_past:
+        return ids, ()
+    shape = (batch, cfg.num_key_value_heads, past_len, cfg.head_dim)
+    past = tuple(torch.randn(shape, generator=gen) for _ in range(2 * cfg.num_hidden_layers))
+    return ids, past
+
+
+def _check_model(model: object) -> BitNetForCausalLM:
+    if not isinstance(model, BitNetForCausalLM):
+        raise TypeError(f"model must be a BitNetForCausalLM, got {type(model).__name__}")
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"model tensor {name!r} holds non-finite values; refusing to export")
+    return model
+
+
+def export_onnx(
+    model: BitNetForCausalLM,
+    path: str | os.PathLike[str],
+    *,
+    with_past: bool = False,
+    weights: Literal["master", "ternary"] = "master",
+    opset: int | None = None,
+    verify: bool = True,
+    example_seq_len: int = 8,
+    example_batch: int = 2,
+    example_past_len: int = 4,
+    tol: float = DEFAULT_LOGITS_TOL,
+) -> Path:
+    """Export ``model`` to ONNX at ``path`` (atomically) and return the path.
+
+    Parameters
+    ----------
+    model : BitNetForCausalLM
+        The model; it is not modified (a copy is exported in eval mode).
+    path : path-like
+        Target ``.onnx`` file; its directory must exist.  An external data file
+        (``<name>.data``) is written next to it only for models over 1 GiB.
+    with_past : bool
+        Add ``past_key.{i}`` / ``past_value.{i}`` inputs (the decode graph).
+    weights : {"master", "ternary"}
+        Float master weights ternarized in the graph, or pre-ternarized constants
+        (needs a scheme with ternary weights).
+    opset : int or None
+        ONNX opset; None takes torch's default.
+    verify : bool
+        Check the file with :func:`verify_onnx` before moving it into place.
+    example_seq_len, example_batch, example_past_len : int
+        Shapes of the tracing example (all dynamic in the graph; keep each >= 2).
+    tol : float
+        Logits tolerance for ``verify`` (see :func:`verify_onnx`).
+
+    Raises
+    ------
+    ValueError
+        Bad arguments, non-finite model weights, or a failed verification.
+    """
+    model = _check_model(model)
+    if weights not in ("master", "ternary"):
+        raise ValueError(f"weights must be 'master' or 'ternary', got {weights!r}")
+    scheme = get_scheme(model.config.scheme)
+    if weights == "ternary" and scheme.weight is not WeightFormat.TERNARY:
+        raise ValueError(
+            f"weights='ternary' needs a scheme with ternary weights; scheme {scheme.name!r} "
+            f"stores {scheme.weight.value} weights"
+        )
+    for name, value in (
+        ("example_seq_len", example_seq_len),
+        ("example_batch", example_batch),
+        ("example_past_len", example_past_len),
+    ):
+        if not isinstance(value, int) or value < 2:
+            raise ValueError(f"{name} must be an int >= 2 (1 would be specialized), got {value!r}")
+    if example_seq_len + example_past_len > model.config.max_position_embeddings:
+        raise ValueError("example_seq_len + example_past_len exceed max_position_embeddings")
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ValueError(f"directory of path {str(path)!r} does not exist")
+
+    export_model = copy.deepcopy(model).eval()
+    if weights == "ternary":
+        export_model.freeze_ternary()
+    num_layers = model.config.num_hidden_layers
+    input_names, output_names = _io_names(num_layers, with_past)
+    ids, past = _example_inputs(
+        export_model, example_batch, example_seq_len, example_past_len, with_past, seed=0
+    )
+    batch, seq, past_dim = (torch.export.Dim(n) for n in ("batch", "seq", "past"))
+    dynamic_shapes: dict[str, Any] = {"input_ids": {0: batch, 1: seq}}
+    args: tuple[Any, ...] = (ids,)
+    if with_past:
+        dynamic_shapes["past"] = tuple({0: batch, 2: past_dim} for _ in past)
+        args = (ids, past)
+    n_bytes = sum(p.numel() * p.element_size() for p in export_model.parameters())
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        tmp_file = tmp / path.name
+        logger.info(
+            "exporting %s (scheme %s, weights %s, with_past=%s) to %s",
+            type(model).__name__,
+            scheme.name,
+            weights,
+            with_past,
+            path,
+        )
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*axis name: .* will not be used")
+            torch.onnx.export(
+                _FlatCache(export_model, with_past),
+                args,
+                str(tmp_file),
+                dynamo=True,
+                dynamic_shapes=dynamic_shapes,
+                input_names=input_names,
+                output_names=output_names,
+                opset_version=opset,
+                external_data=n_bytes > _EXTERNAL_DATA_BYTES,
+                verbose=False,
+            )
+        if verify:
+            report = verify_onnx(model, tmp_file, tol=tol)
+            logger.info("verified %s: %s", path.name, report)
+        # external data first, the .onnx last: a present .onnx always has its data beside it
+        files = sorted(tmp.iterdir(), key=lambda f: f.name == path.name)
+        for f in files:
+            os.replace(f, path.parent / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("wrote %s", path)
+    return path
+
+
+def verify_onnx(
+    model: BitNetForCausalLM,
+    path: str | os.PathLike[str],
+    *,
+    batch: int = 3,
+    seq_len: int = 5,
+    past_len: int = 3,
+    seed: int = 1234,
+    tol: float = DEFAULT_LOGITS_TOL,
+) -> dict[str, float]:
+    """Run the ONNX file with onnxruntime and the torch ``model`` on the same fresh inputs.
+
+    The shapes differ from the export example on purpose (they must be dynamic).  The ONNX graph
+    recomputes every fake-quantization step, and onnxruntime may sum a ``ReduceMean`` or a
+    ``MatMul`` in another order than torch; a last-bit difference can then flip an activation
+    code at an exact rounding tie (one level, rare) and a flip spreads through the later layers.
+    Logits are therefore compared relative to their scale: ``max|ort - torch| <= tol *
+    max|torch|``.  The default ``tol`` of 1e-2 admits a handful of one-level flips in a tiny
+    model (each moves the logits by about 1e-3 of their scale) and fails on any real
+    mismatch (a wrong quantizer, rope or cache moves them by 10 % or more); without flips the
+    observed error is about 1e-6 of the scale.
+
+    Returns
+    -------
+    dict
+        ``max_abs_err`` and ``rel_err`` (of the logits), ``logits_scale`` (``max|torch|``),
+        ``max_cache_err`` (presents, absolute), ``mismatch_frac`` (share of logits off by
+        more than 1e-5 of the scale, a proxy for flipped codes) and ``tol``.
+
+    Raises
+    ------
+    ValueError
+        When the ONNX inputs/outputs are not the expected ones or ``rel_err > tol``.
+    """
+    import onnxruntime as ort
+
+    model = _check_model(model)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    with_past = len(names) > 1
+    input_names, output_names = _io_names(model.config.num_hidden_layers, with_past)
+    got_out = [o.name for o in sess.get_outputs()]
+    if names != input_names or got_out != output_names:
+        raise ValueError(
+            f"{path}: inputs {names} / outputs {got_out} do not match the model "
+            f"(expected {input_names} / {output_names})"
+        )
+    ids, past = _example_inputs(model, batch, seq_len, past_len, with_past, seed)
+    feed = {name: t.numpy() for name, t in zip(input_names, (ids, *past), strict=True)}
+    outputs = sess.run(None, feed)
+    with torch.no_grad():
+        expected = [t.numpy() for t in _FlatCache(model, with_past)(ids, past)]
+    for name, got, want in zip(output_names, outputs, expected, strict=True):
+        if got.shape != want.shape:
+            raise ValueError(f"{path}: output {name} has shape {got.shape}, expected {want.shape}")
+    err = np.abs(outputs[0] - expected[0])
+    scale = float(np.abs(expected[0]).max())
+    report = {
+        "max_abs_err": float(err.max()),
+        "rel_err": float(err.max()) / scale if scale else float(err.max()),
+        "logits_scale": scale,
+        "max_cache_err": max(
+            (float(np.abs(g - w).max()) for g, w in zip(outputs[1:], expected[1:], strict=True)),
+            default=0.0,
+        ),
+        "mismatch_frac": float(np.mean(err > 1e-5 * scale)),
+        "tol": tol,
+    }
+    if not math.isfinite(report["rel_err"]) or report["rel_err"] > tol:
+        raise ValueError(
+            f"{path}: onnxruntime logits differ from torch by {report['max_abs_err']:.3g} "
+            f"({report['rel_err']:.3g} of their scale {scale:.3g}; tolerance {tol:g}); "
+            f"{100 * report['mismatch_frac']:.2f}% of logits differ"
+        )
+    return report

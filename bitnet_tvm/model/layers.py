@@ -1,0 +1,113 @@
+"""Building blocks of the BitNet model: RMSNorm, ReLU², the activation quantizer and BitLinear."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bitnet_tvm.model.quant import quantize_activation, quantize_weight_ternary
+from bitnet_tvm.schemes import ActQuant, QuantScheme, WeightFormat
+
+__all__ = ["ActQuantizer", "BitLinear", "RMSNorm", "ReLU2"]
+
+
+class RMSNorm(nn.Module):
+    """``x / sqrt(mean(x**2) + eps) * weight`` over the last axis, in the reference's op order."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        var = torch.mean(x * x, dim=-1, keepdim=True)
+        inv = torch.reciprocal(torch.sqrt(var + torch.tensor(self.eps, dtype=torch.float32)))
+        return x * inv * self.weight
+
+
+class ReLU2(nn.Module):
+    """Squared ReLU, the GLU activation of BitNet (a module so that sparsity hooks can see it)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = torch.relu(x)
+        return r * r
+
+
+class ActQuantizer(nn.Module):
+    """Per-token activation quantizer of one BitLinear input site.
+
+    ``forward(x)`` returns ``(codes, scale)`` (see
+    :func:`~bitnet_tvm.model.quant.quantize_activation`), or ``(x, None)`` when the site is not
+    quantized.
+    """
+
+    def __init__(self, act: ActQuant) -> None:
+        super().__init__()
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if not self.act.enabled:
+            return x, None
+        return quantize_activation(x, self.act)
+
+    def extra_repr(self) -> str:
+        return repr(self.act)
+
+
+class BitLinear(nn.Linear):
+    """Bias-free linear with quantized input and (optionally) ternary weights.
+
+    ``y = (x_codes @ w_codes.T) * act_scale * alpha``, the reference ``ternary_matmul`` order;
+    the matmul of integer-valued float32 operands is exact (sums stay far below 2**24), so
+    outputs match the reference's int32 accumulation bit for bit when codes match.  Unquantized
+    parts (scheme ``fp``) drop their scale.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        Sizes.
+    scheme : QuantScheme
+        Model scheme: gives the weight format and this site's activation quantizer.
+    site : str
+        One of :data:`bitnet_tvm.schemes.SITES` (``qkv``, ``o``, ``gate_up``, ``down``).
+    """
+
+    def __init__(self, in_features: int, out_features: int, scheme: QuantScheme, site: str) -> None:
+        super().__init__(in_features, out_features, bias=False)
+        self.site = site
+        self.ternary = scheme.weight is WeightFormat.TERNARY
+        self.act_quant = ActQuantizer(scheme.site(site))
+        self.frozen = False
+
+    def quantized_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(codes, alpha)`` for ternary weights, ``(weight, None)`` for float ones."""
+        if self.frozen:
+            return self.weight, self.weight_scale
+        if self.ternary:
+            return quantize_weight_ternary(self.weight)
+        return self.weight, None
+
+    @torch.no_grad()
+    def freeze_ternary(self) -> None:
+        """Replace the master weight by its ternary codes (float {-1, 0, 1}) and a scalar
+        ``weight_scale`` buffer; the layer is then inference-only.  No-op for float weights."""
+        if not self.ternary or self.frozen:
+            return
+        codes, alpha = quantize_weight_ternary(self.weight)
+        self.weight = nn.Parameter(codes.contiguous(), requires_grad=False)
+        self.register_buffer("weight_scale", alpha.clone())
+        self.frozen = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, a_scale = self.act_quant(x)
+        w, w_scale = self.quantized_weight()
+        y = F.linear(a, w)
+        if a_scale is not None:
+            y = y * a_scale
+        if w_scale is not None:
+            y = y * w_scale
+        return y
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, site={self.site}, ternary={self.ternary}, frozen={self.frozen}"

@@ -1,0 +1,178 @@
+"""Run a compiled BitNet model: onnxruntime's calling convention over a Relax VM.
+
+This module imports only ``tvm.runtime`` (no compiler), so a saved artifact runs where just the
+TVM runtime is installed.  An artifact is a directory written atomically::
+
+    model.so         the compiled library (tvm.runtime.Executable.export_library)
+    params.npz       the weights (packed ternary codes, scales, embeddings), kept out of the .so
+    metadata.json    format version, target, inputs/outputs with symbolic shapes, compile report
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tvm
+import tvm.runtime
+
+from bitnet_tvm.errors import BitnetError
+
+__all__ = ["FORMAT_VERSION", "CompiledModel", "load"]
+
+FORMAT_VERSION = 1
+_LIB, _PARAMS, _META = "model.so", "params.npz", "metadata.json"
+
+
+class CompiledModel:
+    """A compiled model with ``run(output_names, input_feed)`` like ``onnxruntime.InferenceSession``.
+
+    Parameters
+    ----------
+    executable : tvm.runtime.Executable or tvm.runtime.Module
+        The compiled VM executable (or the module loaded from ``model.so``).
+    params : dict of str to numpy.ndarray
+        Weights, passed after the inputs in ``metadata["params"]`` order.
+    metadata : dict
+        ``inputs``/``outputs`` (name, shape with symbolic dims as strings, dtype), ``target``,
+        ``report``.
+    """
+
+    def __init__(self, executable: Any, params: Mapping[str, np.ndarray], metadata: dict) -> None:
+        self.metadata = metadata
+        self.device = tvm.runtime.device(metadata.get("device", "cpu"), 0)
+        self._executable = executable
+        self._vm = tvm.runtime.vm.VirtualMachine(executable, self.device)
+        self._params = [tvm.runtime.tensor(params[name], self.device) for name in metadata["params"]]
+        self._inputs = {spec["name"]: spec for spec in metadata["inputs"]}
+
+    @property
+    def report(self) -> Any:
+        """The compile report (:class:`bitnet_tvm.report.CompileReport`)."""
+        from bitnet_tvm.report import CompileReport
+
+        return CompileReport.from_dict(self.metadata.get("report", {}))
+
+    def get_inputs(self) -> list[dict]:
+        """Input specs: name, shape (symbolic dims as strings) and dtype."""
+        return list(self.metadata["inputs"])
+
+    def get_outputs(self) -> list[dict]:
+        """Output specs, in the order :meth:`run` returns them."""
+        return list(self.metadata["outputs"])
+
+    def _check(self, name: str, value: np.ndarray, dims: dict[str, int]) -> None:
+        spec = self._inputs[name]
+        if str(value.dtype) != spec["dtype"]:
+            raise TypeError(f"input {name!r}: expected dtype {spec['dtype']}, got {value.dtype}")
+        if value.ndim != len(spec["shape"]):
+            raise ValueError(
+                f"input {name!r}: expected rank {len(spec['shape'])} {spec['shape']}, "
+                f"got shape {value.shape}"
+            )
+        for axis, (want, got) in enumerate(zip(spec["shape"], value.shape, strict=True)):
+            if isinstance(want, int):
+                if want != got:
+                    raise ValueError(
+                        f"input {name!r}: axis {axis} must be {want} (shape {spec['shape']}), "
+                        f"got shape {value.shape}"
+                    )
+            elif dims.setdefault(want, got) != got:
+                raise ValueError(
+                    f"input {name!r}: axis {axis} is {want!r}={dims[want]} in another input, "
+                    f"got {got}"
+                )
+
+    def run_tvm(self, input_feed: Mapping[str, Any]) -> list[Any]:
+        """Run on TVM tensors (or numpy arrays) and return TVM tensors (they stay on device)."""
+        missing = [name for name in self._inputs if name not in input_feed]
+        unknown = [name for name in input_feed if name not in self._inputs]
+        if missing or unknown:
+            raise ValueError(
+                f"input_feed must have exactly the inputs {list(self._inputs)}; "
+                f"missing {missing}, unknown {unknown}"
+            )
+        dims: dict[str, int] = {}
+        args = []
+        for name in self._inputs:
+            value = input_feed[name]
+            if isinstance(value, np.ndarray):
+                self._check(name, value, dims)
+                value = tvm.runtime.tensor(value, self.device)
+            args.append(value)
+        out = self._vm["main"](*args, *self._params)
+        return list(out) if isinstance(out, tvm.runtime.container.Array | list | tuple) else [out]
+
+    def run(
+        self, output_names: Sequence[str] | None, input_feed: Mapping[str, np.ndarray]
+    ) -> list[np.ndarray]:
+        """Run the model on numpy inputs, like ``InferenceSession.run``.
+
+        Parameters
+        ----------
+        output_names : list of str or None
+            Outputs to return, in this order; None returns all.
+        input_feed : dict of str to numpy.ndarray
+            One array per model input.
+
+        Returns
+        -------
+        list of numpy.ndarray
+        """
+        for name, value in input_feed.items():
+            if not isinstance(value, np.ndarray):
+                raise TypeError(f"input {name!r} must be a numpy array, got {type(value).__name__}")
+        outputs = self.run_tvm(input_feed)
+        names = [spec["name"] for spec in self.metadata["outputs"]]
+        wanted = names if output_names is None else list(output_names)
+        for name in wanted:
+            if name not in names:
+                raise ValueError(f"unknown output {name!r}; the model's outputs are {names}")
+        return [outputs[names.index(name)].numpy() for name in wanted]
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the artifact directory ``path`` atomically (a temp dir renamed into place)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            self._executable.export_library(str(tmp / _LIB))
+            params = {name: t.numpy() for name, t in zip(self.metadata["params"], self._params, strict=True)}
+            np.savez(tmp / _PARAMS, **params)
+            (tmp / _META).write_text(json.dumps(self.metadata, indent=1))
+            if path.exists():
+                shutil.rmtree(path)
+            tmp.rename(path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+
+def load(path: str | os.PathLike[str]) -> CompiledModel:
+    """Load an artifact directory written by :meth:`CompiledModel.save`.
+
+    Raises
+    ------
+    BitnetError
+        If a file is missing or the artifact has another format version.
+    """
+    path = Path(path)
+    for name in (_LIB, _PARAMS, _META):
+        if not (path / name).is_file():
+            raise BitnetError(f"{path} is not a bitnet-tvm artifact: {name} is missing")
+    metadata = json.loads((path / _META).read_text())
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise BitnetError(
+            f"{path}: artifact format {metadata.get('format_version')} is not the supported "
+            f"{FORMAT_VERSION}; recompile it with this version of bitnet-tvm"
+        )
+    lib = tvm.runtime.load_module(str(path / _LIB))
+    with np.load(path / _PARAMS) as params:
+        return CompiledModel(lib, dict(params), metadata)

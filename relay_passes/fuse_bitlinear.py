@@ -1,0 +1,149 @@
+"""FuseBitLinear: rewrite each recognized BitLinear into quantize + fused ternary matmul.
+
+Runs after weight folding (the weight must be a constant) and before projection fusion.
+
+Before (one of the spellings in :mod:`.quant_match`)::
+
+    s  = L / (max(|x|, -1) + eps)
+    q  = clip(round(x * s), -128, 127)
+    y  = matmul(q * ((max(|x|, -1) + eps) / L), W)          # W: constant {-a, 0, a}
+
+After::
+
+    x2d      = reshape(x, [M, K])
+    xq, xs   = call_tir(norm_quantize, [x2d])                # int8 [M, K], float32 [M, 1]
+    y2d      = call_tir(ternary_matmul, [xq, xs, packed(W), alpha])
+    y        = reshape(y2d, [..., N])
+
+The BitLinear *site* (``qkv``, ``o``, ``gate_up``, ``down``) is read from the graph's structure:
+in order of appearance, BitLinears sharing one quantized input in threes are q/k/v, in twos
+gate/up, and the single ones alternate o_proj (after q/k/v) and down (after gate/up).  A
+``scheme`` replaces each site's activation quantizer (re-quantization); by default the
+graph's own quantizer is kept.  o_proj and down, which read INT8 activations that are mostly
+zeros (TopK 50%, ReLU²), use the sparse operator; the others the dense one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from bitnet_tvm.schedules.selection import select_layout
+from bitnet_tvm.schemes import QuantScheme
+
+from .emit import MatmulSpec, emit_bitlinear
+from .graph_view import GraphView
+from .quant_match import BitLinearMatch, match_bitlinear
+
+__all__ = ["FuseBitLinear", "classify_sites", "find_bitlinears", "users_of"]
+
+
+def users_of(g: GraphView) -> dict[relax.Var, list[relax.Var]]:
+    """For each variable, the variables whose bound value uses it."""
+    users: dict[relax.Var, list[relax.Var]] = {}
+    for var, value in g.var2val.items():
+        for used in relax.analysis.free_vars(value):
+            users.setdefault(used, []).append(var)
+    return users
+
+
+def find_bitlinears(g: GraphView) -> list[BitLinearMatch]:
+    """Every BitLinear of the function, in binding order."""
+    users = users_of(g)
+    return [m for var in g.var2val if (m := match_bitlinear(g, var, users)) is not None]
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where a BitLinear sits: layer index, site name, and its name in reports and the IR."""
+
+    layer: int
+    site: str
+    name: str
+
+
+def classify_sites(g: GraphView, matches: list[BitLinearMatch]) -> list[Site]:
+    """Assign layer and site to each match (see the module docstring)."""
+    sources = [g.value(m.act.source) for m in matches]
+    group = Counter(id(s) for s in sources)
+    proj = {3: ("qkv", ("q_proj", "k_proj", "v_proj")), 2: ("gate_up", ("gate_proj", "up_proj"))}
+    sites: list[Site] = []
+    layer, seen, last = -1, Counter(), None
+    for src in sources:
+        size = group[id(src)]
+        if size == 3 and seen[id(src)] == 0:
+            layer += 1
+        if size in proj:
+            site, names = proj[size]
+            sites.append(Site(max(layer, 0), site, names[seen[id(src)] % size]))
+        else:
+            site = "o" if last == "qkv" else "down"
+            sites.append(Site(max(layer, 0), site, "o_proj" if site == "o" else "down_proj"))
+        seen[id(src)] += 1
+        last = sites[-1].site
+    return [Site(s.layer, s.site, f"layers.{s.layer}.{s.name}") for s in sites]
+
+
+@relax.expr_functor.mutator
+class _Rewriter(relax.PyExprMutator):
+    def __init__(self, mod: tvm.IRModule, plan: dict, target: tvm.target.Target) -> None:
+        super().__init__(mod)
+        self.plan = plan
+        self.target = target
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        item = self.plan.get(binding.var)
+        if item is None:
+            super().visit_var_binding_(binding)
+            return
+        match, act, site = item
+        sparse = act.bits == 8 and site.site in ("o", "down")
+        kind = "sparse" if sparse else "dense"
+        n, k = match.q_w.shape
+        spec = MatmulSpec(kind, n, k, act.bits, select_layout(kind, self.target))
+        alpha = np.full((n,), match.alpha, dtype=np.float32)
+        x = self.visit_expr(match.act.source)
+        value = emit_bitlinear(self.builder_, x, act, spec, match.q_w, alpha, site.name.replace(".", "_"))
+        emit = self.builder_.emit if isinstance(binding.var, relax.DataflowVar) else self.builder_.emit_output
+        self.set_var_remap(binding.var, emit(value, binding.var.name))
+
+
+@tvm.transform.module_pass(opt_level=0, name="bitnet.FuseBitLinear")
+class FuseBitLinear:
+    """Rewrite BitLinears into fused ternary operators (see the module docstring).
+
+    Parameters
+    ----------
+    target : tvm.target.Target
+        Decides the packed weight layout of each operator.
+    scheme : QuantScheme or None
+        Replace each site's activation quantizer by the scheme's; None keeps the graph's.
+    """
+
+    def __init__(self, target: tvm.target.Target, scheme: QuantScheme | None = None) -> None:
+        self.target = target
+        self.scheme = scheme
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        for gvar, func in list(mod.functions_items()):
+            if not isinstance(func, relax.Function):
+                continue
+            g = GraphView.of(mod, func)
+            matches = find_bitlinears(g)
+            if not matches:
+                continue
+            plan = {}
+            for match, site in zip(matches, classify_sites(g, matches), strict=True):
+                act = match.act.act
+                if self.scheme is not None and self.scheme.site(site.site).enabled:
+                    act = self.scheme.site(site.site)
+                plan[match.root] = (match, act, site)
+            rewriter = _Rewriter(mod, plan, self.target)
+            new_func = rewriter.visit_expr(func)
+            mod = rewriter.builder_.finalize()
+            mod[gvar] = relax.analysis.remove_all_unused(new_func)
+        return mod

@@ -1,0 +1,128 @@
+"""Read-only helpers for looking through a Relax function's dataflow while matching patterns.
+
+Exporters spell the same arithmetic many ways; the recognizers in :mod:`.quant_match` chase
+variables to their bound values and accept the spellings listed here in one place:
+
+* elementwise ops as Relax ops (``R.maximum``) or as ``R.call_tir`` to the private PrimFuncs the
+  ONNX frontend emits for ``Clip`` (named ``maximum``/``minimum``, computing ``T.max``/``T.min``
+  of a tensor and a 0-d constant);
+* clipping as ``R.clip``, ``minimum(maximum(x, lo), hi)`` or ``maximum(minimum(x, hi), lo)``;
+* constants as ``R.const`` of any shape whose elements are all equal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import relax, tirx
+
+__all__ = ["GraphView", "op_name"]
+
+
+def op_name(call: relax.Call) -> str | None:
+    """``"relax.add"`` for a call to a Relax op, else None."""
+    return call.op.name if isinstance(call.op, tvm.ir.Op) else None
+
+
+# PrimFunc name prefix -> the TVMScript call its body must contain.
+_TIR_ELEMWISE = {"maximum": "T.max(", "minimum": "T.min("}
+
+
+@dataclass
+class GraphView:
+    """A function's bindings, to resolve variables to the expressions that define them."""
+
+    mod: tvm.IRModule
+    var2val: dict
+
+    @classmethod
+    def of(cls, mod: tvm.IRModule, func: relax.Function) -> GraphView:
+        """View of ``func`` (a function of ``mod``)."""
+        return cls(mod, dict(relax.analysis.get_var2val(func)))
+
+    def value(self, expr: relax.Expr) -> relax.Expr:
+        """``expr`` with variable indirections resolved."""
+        seen = 0
+        while isinstance(expr, relax.Var) and expr in self.var2val and seen < 64:
+            expr = self.var2val[expr]
+            seen += 1
+        return expr
+
+    def call(self, expr: relax.Expr, *names: str) -> relax.Call | None:
+        """The call defining ``expr`` if it is one of the Relax ops ``names`` (``"add"``...)."""
+        value = self.value(expr)
+        if isinstance(value, relax.Call) and op_name(value) in {f"relax.{n}" for n in names}:
+            return value
+        return None
+
+    def elementwise(self, expr: relax.Expr, name: str) -> tuple[relax.Expr, relax.Expr] | None:
+        """Operands of a binary ``maximum``/``minimum``/... spelled as a Relax op or a call_tir."""
+        call = self.call(expr, name)
+        if call is not None:
+            return call.args[0], call.args[1]
+        value = self.value(expr)
+        if not (isinstance(value, relax.Call) and op_name(value) == "relax.call_tir"):
+            return None
+        gvar, args = value.args[0], value.args[1]
+        if name not in _TIR_ELEMWISE or not isinstance(gvar, relax.GlobalVar):
+            return None
+        if not gvar.name_hint.startswith(name) or len(args.fields) != 2:
+            return None
+        func = self.mod[gvar] if gvar in self.mod.get_global_vars() else None
+        if not isinstance(func, tirx.PrimFunc) or not _computes(func, _TIR_ELEMWISE[name]):
+            return None
+        return args.fields[0], args.fields[1]
+
+    def scalar(self, expr: relax.Expr) -> float | None:
+        """The value of a constant whose elements are all equal, else None."""
+        arr = self.constant(expr)
+        if arr is None:
+            return None
+        if arr.size == 0 or not np.all(arr == arr.flat[0]):
+            return None
+        return float(arr.flat[0])
+
+    def constant(self, expr: relax.Expr) -> np.ndarray | None:
+        """The array of a constant, else None."""
+        value = self.value(expr)
+        return value.value.numpy() if isinstance(value, tvm.ir.GenericConst) else None
+
+    def strip_casts(self, expr: relax.Expr) -> relax.Expr:
+        """``expr`` below any chain of ``astype`` (exporters round-trip codes through int8)."""
+        while (call := self.call(expr, "astype")) is not None:
+            expr = call.args[0]
+        return expr
+
+    def clip(self, expr: relax.Expr) -> tuple[relax.Expr, float, float] | None:
+        """``(x, lo, hi)`` if ``expr`` clips ``x`` to constant bounds, in any spelling."""
+        call = self.call(expr, "clip")
+        if call is not None:
+            lo, hi = (_prim_value(a) for a in call.args[1:3])
+            return (call.args[0], lo, hi) if lo is not None and hi is not None else None
+        for outer, inner in (("minimum", "maximum"), ("maximum", "minimum")):
+            first = self.elementwise(expr, outer)
+            if first is None or (b_outer := self.scalar(first[1])) is None:
+                continue
+            second = self.elementwise(first[0], inner)
+            if second is None or (b_inner := self.scalar(second[1])) is None:
+                continue
+            lo, hi = (b_inner, b_outer) if outer == "minimum" else (b_outer, b_inner)
+            return second[0], lo, hi
+        return None
+
+    def same(self, a: relax.Expr, b: relax.Expr) -> bool:
+        """Whether two expressions are the same value (same variable after resolution)."""
+        return a.same_as(b) or self.value(a).same_as(self.value(b))
+
+
+def _computes(func: tirx.PrimFunc, call_text: str) -> bool:
+    """Whether a (small, frontend-generated) PrimFunc's body computes ``call_text``."""
+    return call_text in func.script()
+
+
+def _prim_value(expr: relax.Expr) -> float | None:
+    if isinstance(expr, tirx.IntImm | tirx.FloatImm):
+        return float(expr.value)
+    return None

@@ -1,0 +1,83 @@
+"""The one place that owns the order of bitnet-tvm's graph passes.
+
+Phases (each a list, run in order; ``dump_dir`` writes the IR after each phase):
+
+1. ``fold``      -- weight-only subgraphs become constants (ternarization, HF unpacking).
+2. ``bitlinear`` -- BitLinears become quantize + fused ternary matmul; shared quantizers are
+                    merged; projections sharing an input are fused (QKV, gate/up + GLU);
+                    RMSNorm is folded into the quantizer it feeds.
+3. ``legalize``  -- TVM's own: remaining Relax ops become TIR (our PrimFuncs are left alone,
+                    marked opaque so FuseOps keeps them whole).
+4. ``schedule``  -- our schedule rules first, then TVM's dlight rules for everything else.
+5. ``lower``     -- TVM's dataflow lowering and VM finalization.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tvm
+from tvm import relax
+
+from bitnet_tvm.schedules.dispatch import schedule_passes
+from bitnet_tvm.schemes import QuantScheme
+
+from .fold_weights import FoldWeights
+from .fuse_bitlinear import FuseBitLinear
+from .fuse_norm_quantize import FuseNormQuantize
+from .fuse_projections import FuseProjections
+
+__all__ = ["graph_phases", "lowering_pipeline", "run_graph_passes"]
+
+
+def graph_phases(
+    target: tvm.target.Target, scheme: QuantScheme | None = None
+) -> list[tuple[str, list[tvm.transform.Pass]]]:
+    """Phases 1-2: the BitNet-specific rewrites, target-aware only through the weight layout."""
+    return [
+        ("fold", [FoldWeights()]),
+        (
+            "bitlinear",
+            [
+                FuseBitLinear(target, scheme),
+                relax.transform.EliminateCommonSubexpr(),
+                FuseProjections(),
+                FuseNormQuantize(),
+                relax.transform.DeadCodeElimination(),
+            ],
+        ),
+    ]
+
+
+def run_graph_passes(
+    mod: tvm.IRModule,
+    target: tvm.target.Target,
+    scheme: QuantScheme | None = None,
+    dump_dir: Path | None = None,
+) -> tvm.IRModule:
+    """Run phases 1-2 on ``mod``, optionally writing ``<dump_dir>/<n>_<phase>.py`` after each."""
+    for index, (name, passes) in enumerate(graph_phases(target, scheme), start=1):
+        mod = tvm.transform.Sequential(passes, name=f"bitnet.{name}")(mod)
+        if dump_dir is not None:
+            dump_dir.mkdir(parents=True, exist_ok=True)
+            (dump_dir / f"{index}_{name}.py").write_text(mod.script(show_meta=False))
+    return mod
+
+
+def lowering_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
+    """Phases 3-5 as one pass, for ``tvm.compile(..., relax_pipeline=...)``."""
+    backend = relax.backend.cpu_generic if target.kind.name == "llvm" else relax.backend.cuda
+
+    @tvm.transform.module_pass(opt_level=0, name="bitnet.lowering")
+    def _lower(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        with target:
+            seq = tvm.transform.Sequential(
+                backend.library_dispatch_passes(target)
+                + backend.legalize_passes(target)
+                + schedule_passes(target)
+                + backend.dataflow_lower_passes(target)
+                + backend.finalize_passes(target)
+            )
+            return seq(mod)
+
+    return _lower

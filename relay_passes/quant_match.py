@@ -1,0 +1,222 @@
+"""Recognize BitLinears in an imported graph: ternary weight constants and activation quantizers.
+
+A BitLinear computes ``y = matmul(dequant(quant(x)), W)`` where ``W`` is a ternary constant.
+This module turns the many ways exporters write that into a :class:`BitLinearMatch`, or None.
+Everything below is checked structurally; a value that merely looks right is not enough:
+
+Activation quantizer (per token, ``q`` is integer-valued float)::
+
+    stat  = max(abs(x), axis=-1, keepdims) | mean(abs(x), axis=-1, keepdims)
+    guard = stat + eps | maximum(stat, eps) | clip(stat, eps, big)
+    mult  = L / guard                                   L = 127 (absmax) or sqrt(7) (absmean)
+    q     = clip(round(x * mult), lo, hi)   [astype int8 -> astype float32]
+
+Dequantization, one of::
+
+    matmul(q * (guard / L), W)          ours, the a4.8 spec
+    matmul(q / mult, W)                 HF AutoBitLinear (ActQuant)
+    matmul(q, W) / (ws * mult)          HF packed BitLinear (ws: weight scale)
+
+Weight ``W`` (after constant folding, ``[K, N]``): values in ``{-a, 0, a}`` (alpha = a), or
+``{-1, 0, 1}`` with the scale applied after the matmul (``* ws``, ``/ ws`` or as above).
+
+TopK (a4.8's o_proj input): ``x = x0 * mask`` or ``where(mask, x0, 0)`` where ``mask`` marks
+the ``k`` largest ``|x0|`` of each row (``topk`` indices scattered into zeros); the ratio is
+``k / d``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from tvm import relax
+
+from bitnet_tvm.schemes import ActQuant, EpsMode, QuantMethod
+
+from .graph_view import GraphView
+
+__all__ = ["ActMatch", "BitLinearMatch", "match_bitlinear", "ternary_codes"]
+
+_LEVELS = {(-8.0, 7.0): 4, (-128.0, 127.0): 8}
+
+
+@dataclass(frozen=True)
+class ActMatch:
+    """A recognized per-token activation quantizer."""
+
+    source: relax.Expr  # what the fused quantizer reads (before any TopK)
+    act: ActQuant
+    q: relax.Expr  # the integer-valued tensor
+    mult: relax.Expr  # L / guard
+    guard: relax.Expr
+
+
+@dataclass(frozen=True)
+class BitLinearMatch:
+    """A recognized BitLinear: ``root`` computes ``(act(source) @ q_w.T) * alpha``."""
+
+    root: relax.Var
+    act: ActMatch
+    q_w: np.ndarray  # int8 [N, K]
+    alpha: float
+
+
+def ternary_codes(w: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """``(q [N, K] int8, a)`` if the ``[K, N]`` matrix ``w`` only holds ``{-a, 0, a}``."""
+    if w.ndim != 2 or not np.issubdtype(w.dtype, np.floating) or not np.all(np.isfinite(w)):
+        return None
+    a = float(np.max(np.abs(w))) if w.size else 0.0
+    if a == 0.0:
+        return np.zeros(w.T.shape, dtype=np.int8), 1.0
+    mag = np.abs(w)
+    if not np.all((mag == 0) | (mag == np.float32(a))):
+        return None
+    return np.sign(w.T).astype(np.int8), a
+
+
+def _stat(g: GraphView, expr: relax.Expr) -> tuple[QuantMethod, relax.Expr] | None:
+    for name, method in (("max", QuantMethod.ABSMAX), ("mean", QuantMethod.ABSMEAN)):
+        call = g.call(expr, name)
+        if call is None:
+            continue
+        axis = call.attrs.axis
+        if axis is None or len(axis) != 1 or int(axis[0]) not in (-1, _rank(call.args[0]) - 1):
+            return None
+        if not call.attrs.keepdims:
+            return None
+        absx = g.call(call.args[0], "abs")
+        return (method, absx.args[0]) if absx is not None else None
+    return None
+
+
+def _guard(g: GraphView, expr: relax.Expr):
+    """``(method, x, eps_mode, eps)`` of ``stat + eps`` / ``maximum(stat, eps)`` / clip."""
+    if (add := g.call(expr, "add")) is not None:
+        for stat, eps in ((add.args[0], add.args[1]), (add.args[1], add.args[0])):
+            if (e := g.scalar(eps)) is not None and (s := _stat(g, stat)) is not None:
+                return (*s, EpsMode.ADD, e)
+        return None
+    if (mx := g.elementwise(expr, "maximum")) is not None:
+        if (e := g.scalar(mx[1])) is not None and (s := _stat(g, mx[0])) is not None:
+            return (*s, EpsMode.CLAMP, e)
+        return None
+    if (cl := g.clip(expr)) is not None and cl[2] >= 1e30:
+        if (s := _stat(g, cl[0])) is not None:
+            return (*s, EpsMode.CLAMP, cl[1])
+    return None
+
+
+def _topk(g: GraphView, expr: relax.Expr) -> tuple[relax.Expr, float] | None:
+    """``(x0, ratio)`` if ``expr`` keeps the top-k magnitudes of each row of ``x0``."""
+    from .topk_match import match_topk_mask
+
+    return match_topk_mask(g, expr)
+
+
+def match_quantizer(g: GraphView, expr: relax.Expr) -> ActMatch | None:
+    """Recognize ``expr`` as ``clip(round(x * mult))`` (under casts) of a per-token quantizer."""
+    clipped = g.clip(g.strip_casts(expr))
+    if clipped is None or (bits := _LEVELS.get((clipped[1], clipped[2]))) is None:
+        return None
+    rnd = g.call(clipped[0], "round")
+    mul = g.call(rnd.args[0], "multiply") if rnd is not None else None
+    if mul is None:
+        return None
+    for x, mult in ((mul.args[0], mul.args[1]), (mul.args[1], mul.args[0])):
+        div = g.call(mult, "divide")
+        if div is None or (levels := g.scalar(div.args[0])) is None:
+            continue
+        guard = _guard(g, div.args[1])
+        if guard is None or not g.same(guard[1], x):
+            continue
+        method, _, eps_mode, eps = guard
+        want = math.sqrt(7.0) if (method is QuantMethod.ABSMEAN and bits == 4) else 2 ** (bits - 1) - 1
+        if not math.isclose(levels, want, rel_tol=1e-6):
+            return None
+        source, topk = x, None
+        if (found := _topk(g, x)) is not None:
+            source, topk = found
+        act = ActQuant(method, bits=bits, topk=topk, eps_mode=eps_mode, eps=eps)
+        return ActMatch(source, act, expr, mult, div.args[1])
+    return None
+
+
+def _dequant_scale_ok(g: GraphView, scale: relax.Expr, m: ActMatch) -> bool:
+    """Whether ``q * scale`` dequantizes: ``scale = guard / L``."""
+    div = g.call(scale, "divide")
+    return (
+        div is not None
+        and g.same(div.args[0], m.guard)
+        and g.scalar(div.args[1]) is not None
+        and math.isclose(g.scalar(div.args[1]), m.act.levels, rel_tol=1e-6)
+    )
+
+
+def _match_lhs(g: GraphView, lhs: relax.Expr) -> tuple[ActMatch | None, bool]:
+    """``(quantizer, dequantized_before_matmul)`` of a matmul's left operand."""
+    if (mul := g.call(lhs, "multiply")) is not None:
+        for q, scale in ((mul.args[0], mul.args[1]), (mul.args[1], mul.args[0])):
+            m = match_quantizer(g, q)
+            if m is not None and _dequant_scale_ok(g, scale, m):
+                return m, True
+    if (div := g.call(lhs, "divide")) is not None:
+        m = match_quantizer(g, div.args[0])
+        if m is not None and g.same(div.args[1], m.mult):
+            return m, True
+    return match_quantizer(g, lhs), False
+
+
+def _rank(expr: relax.Expr) -> int:
+    shape = getattr(expr.ty, "shape", None)
+    return len(shape) if shape is not None else -1
+
+
+def match_bitlinear(
+    g: GraphView, var: relax.Var, users: dict[relax.Var, list[relax.Var]]
+) -> BitLinearMatch | None:
+    """Recognize the BitLinear whose matmul is bound to ``var``.
+
+    Returns the match rooted at the last binding of the BitLinear (the matmul, or the
+    post-matmul rescale that completes it), or None.
+    """
+    call = g.call(var, "matmul")
+    if call is None or (w := g.constant(call.args[1])) is None:
+        return None
+    codes = ternary_codes(w)
+    if codes is None:
+        return None
+    q_w, alpha = codes
+    act, dequantized = _match_lhs(g, call.args[0])
+    if act is None:
+        return None
+    root = var
+    # A scalar weight scale (and, for HF's BitLinear, the activation dequant) after the matmul.
+    while len(users.get(root, [])) == 1:
+        user = users[root][0]
+        post = g.call(user, "multiply", "divide")
+        if post is None or not g.same(post.args[0], root):
+            break
+        if (ws := g.scalar(post.args[1])) is not None:
+            alpha = alpha * ws if "multiply" in post.op.name else alpha / ws
+        elif not dequantized and "divide" in post.op.name and _is_ws_times(g, post.args[1], act):
+            ws = _is_ws_times(g, post.args[1], act)
+            alpha, dequantized = alpha / ws, True
+        else:
+            break
+        root = user
+    if not dequantized:
+        return None
+    return BitLinearMatch(root, act, q_w, float(alpha))
+
+
+def _is_ws_times(g: GraphView, expr: relax.Expr, m: ActMatch) -> float | None:
+    """``ws`` if ``expr`` is ``ws * mult`` or ``mult * ws`` with scalar constant ``ws``."""
+    mul = g.call(expr, "multiply")
+    if mul is None:
+        return None
+    for ws, mult in ((mul.args[0], mul.args[1]), (mul.args[1], mul.args[0])):
+        if g.same(mult, m.mult) and (s := g.scalar(ws)) is not None:
+            return s
+    return None

@@ -1,0 +1,1 @@
+"""TensorIR operators of bitnet-tvm and their schedule rules, per target family."""

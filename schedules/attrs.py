@@ -1,0 +1,73 @@
+"""PrimFunc attribute keys shared by the graph passes and the schedule rules.
+
+Graph passes hand facts to schedules through PrimFunc attributes; every key is defined here,
+once.  Each fused operator of :mod:`bitnet_tvm.schedules.operators` carries at least
+:data:`OP`, :data:`LAYOUT` (matmuls), :data:`ACT_BITS` and its static shapes.  Schedule rules
+dispatch on :data:`OP` with :func:`get_op`.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+__all__ = [
+    "ACT_BITS",
+    "ACT_EPS",
+    "ACT_EPS_MODE",
+    "ACT_METHOD",
+    "ACT_TOPK",
+    "HAS_WEIGHT",
+    "K",
+    "LAYOUT",
+    "N",
+    "NORM_EPS",
+    "OP",
+    "OpName",
+    "get_op",
+]
+
+#: Operator name, a :class:`OpName` value (str).
+OP = "bitnet.op"
+#: Weight layout name, a :class:`bitnet_tvm.schedules.layouts.WeightLayout` value (str).
+LAYOUT = "bitnet.layout"
+#: Activation width in bits (4 or 8, int).
+ACT_BITS = "bitnet.act_bits"
+#: Output features (int): N of a matmul, I (not 2I) of a fused gate/up.
+N = "bitnet.n"
+#: Reduction length / hidden size (int).
+K = "bitnet.k"
+#: norm_quantize: activation statistic, ``"absmean"`` or ``"absmax"`` (str).
+ACT_METHOD = "bitnet.act_method"
+#: norm_quantize: TopK keep ratio (float); absent when the site has no TopK.
+ACT_TOPK = "bitnet.act_topk"
+#: norm_quantize: ``"add"`` or ``"clamp"`` (str).
+ACT_EPS_MODE = "bitnet.act_eps_mode"
+#: norm_quantize: the quantizer's epsilon (float).
+ACT_EPS = "bitnet.act_eps"
+#: norm_quantize: RMSNorm epsilon (float); absent when there is no norm.
+NORM_EPS = "bitnet.norm_eps"
+#: norm_quantize: whether the RMSNorm has a ``gamma`` parameter (bool).
+HAS_WEIGHT = "bitnet.has_weight"
+
+
+class OpName(str, Enum):
+    """Values of the :data:`OP` attribute."""
+
+    TERNARY_INT4_MATMUL = "ternary_int4_matmul"
+    TERNARY_INT8_MATMUL = "ternary_int8_matmul"
+    TERNARY_INT4_GATE_UP = "ternary_int4_gate_up"
+    TERNARY_INT8_GATE_UP = "ternary_int8_gate_up"
+    SPARSE_INT8_MATMUL = "sparse_int8_matmul"
+    NORM_QUANTIZE = "norm_quantize"
+
+
+def get_op(func: Any) -> OpName | None:
+    """The :class:`OpName` of a PrimFunc built by this package, or None for any other function."""
+    attrs = getattr(func, "attrs", None)
+    if attrs is None or OP not in attrs:
+        return None
+    try:
+        return OpName(str(attrs[OP]))
+    except ValueError:
+        return None

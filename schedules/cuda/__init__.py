@@ -1,0 +1,1 @@
+"""CUDA (sm_80, sm_90) schedule rules, one workload per file."""

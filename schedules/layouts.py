@@ -1,0 +1,75 @@
+"""Packed ternary weight layouts understood by the fused operators.
+
+Every layout is built on a packer of :mod:`bitnet_tvm.reference`; this module only names the
+layouts, gives their packed shapes and orients the matrix.  A LUT-ready layout (groups of three
+weights indexing a 27-entry table) would be a new :class:`WeightLayout` member.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import numpy as np
+
+from bitnet_tvm import reference
+
+__all__ = ["WeightLayout", "pack_weight", "packed_shape"]
+
+
+class WeightLayout(str, Enum):
+    """Storage of a ternary weight ``W[N, K]`` (codes ``w + 1``).
+
+    * ``2bit``: :func:`reference.pack_ternary_2bit` of ``W``: uint8 ``[N, ceil(K / 4)]``,
+      element ``(n, k)`` at bits ``2 * (k % 4)`` of byte ``[n, k // 4]``.
+    * ``2bit_kmajor``: :func:`reference.pack_ternary_2bit` of ``W.T``: uint8
+      ``[K, ceil(N / 4)]``, each row of ``W^T`` contiguous (the sparse kernel reads only the
+      rows whose activation is non-zero).
+    * ``base3``: :func:`reference.pack_ternary_base3` of ``W``: uint8 ``[N, ceil(K / 5)]``,
+      element ``(n, k)`` is digit ``k % 5`` (base 3) of byte ``[n, k // 5]``.
+    """
+
+    TWO_BIT = "2bit"
+    TWO_BIT_KMAJOR = "2bit_kmajor"
+    BASE3 = "base3"
+
+    @property
+    def codes_per_byte(self) -> int:
+        """Ternary codes stored per byte."""
+        return 5 if self is WeightLayout.BASE3 else 4
+
+    @property
+    def k_major(self) -> bool:
+        """Whether the packed matrix is ``W^T`` (rows indexed by K)."""
+        return self is WeightLayout.TWO_BIT_KMAJOR
+
+
+def _dim(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def packed_shape(n: int, k: int, layout: WeightLayout | str) -> tuple[int, int]:
+    """Shape of the packed uint8 array holding a ternary ``W[n, k]`` in ``layout``."""
+    n, k = _dim(n, "n"), _dim(k, "k")
+    layout = WeightLayout(layout)
+    if layout.k_major:
+        return k, -(-n // layout.codes_per_byte)
+    return n, -(-k // layout.codes_per_byte)
+
+
+def pack_weight(q_w: np.ndarray, layout: WeightLayout | str) -> np.ndarray:
+    """Pack ternary codes ``q_w`` (int ``[N, K]``, values in {-1, 0, 1}) into ``layout``.
+
+    Returns
+    -------
+    ndarray of uint8, shape ``packed_shape(N, K, layout)``
+    """
+    layout = WeightLayout(layout)
+    if not isinstance(q_w, np.ndarray) or q_w.ndim != 2:
+        raise ValueError(f"q_w must be a 2-D [N, K] numpy array, got {getattr(q_w, 'shape', q_w)}")
+    if layout is WeightLayout.BASE3:
+        return reference.pack_ternary_base3(q_w)
+    if layout.k_major:
+        return reference.pack_ternary_2bit(np.ascontiguousarray(q_w.T))
+    return reference.pack_ternary_2bit(q_w)

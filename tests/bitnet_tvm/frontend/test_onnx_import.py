@@ -1,0 +1,465 @@
+"""ONNX -> Relax import of dynamo-exported LLaMA-style BitNet models, checked against onnxruntime.
+
+Tolerances:
+
+* float graphs (HF ``BitNetForCausalLM`` without quantised linears, and the
+  plain-torch block with KV cache): max abs error <= 1e-4 on every output;
+* HF quantised forms (``BitLinear`` with packed uint8 weights, ``AutoBitLinear``
+  with online ternarisation): activations are rounded to int8 inside the graph,
+  so a 1-ulp float difference (TVM and onnxruntime reduce in different orders)
+  can flip one rounding, and the flip spreads to later positions through
+  attention. onnxruntime differs from eager torch in the same way. Here we
+  require >= 90 % of logits within 1e-4 and max abs error <= 5e-2, where one
+  flip costs about 3e-3 to 7e-3.
+
+Each model is compiled once and run at several (batch, sequence[, past])
+sizes, which shows that the dimensions stay symbolic.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import tvm
+from onnx import TensorProto, helper
+from torch import nn
+from tvm import relax
+
+from bitnet_tvm.frontend import (
+    ConversionError,
+    MalformedModelError,
+    MissingExternalDataError,
+    OnnxImportError,
+    UnsupportedOperatorError,
+    UnsupportedOpsetError,
+    import_onnx,
+    symbolic_input_shapes,
+)
+
+VOCAB, HIDDEN, HEADS, KV_HEADS, FFN, LAYERS = 128, 64, 4, 2, 160, 2
+HEAD_DIM = HIDDEN // HEADS
+FLOAT_TOL = 1e-4
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _compile(mod: tvm.IRModule) -> relax.VirtualMachine:
+    return relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+
+
+def _run_both(path: Path, vm: relax.VirtualMachine, feeds: dict[str, np.ndarray]):
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ref = sess.run(None, feeds)
+    out = vm["main"](*[tvm.runtime.tensor(feeds[i.name]) for i in sess.get_inputs()])
+    out = [out] if isinstance(out, tvm.runtime.Tensor) else list(out)
+    return ref, [o.numpy() for o in out]
+
+
+def _ret_shape(mod: tvm.IRModule, index: int | None = None) -> list[str]:
+    ty = mod["main"].ret_ty
+    if index is not None:
+        ty = ty.fields[index]
+    return [str(d) for d in ty.shape.values]
+
+
+def _export(module: nn.Module, args: tuple, path: Path, dynamic_shapes, inputs, outputs) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            dynamo=True,
+            dynamic_shapes=dynamic_shapes,
+            input_names=inputs,
+            output_names=outputs,
+        )
+    return path
+
+
+# ----------------------------------------------------------------------------- HF BitNet
+
+
+def _tiny_hf_bitnet(form: str) -> nn.Module:
+    """Tiny random ``BitNetForCausalLM`` (GQA, eager attention) in one of three forms.
+
+    ``float``: plain ``nn.Linear`` (the model without a quantization config).
+    ``packed``: ``BitLinear`` with 2-bit ternary weights packed in uint8 and a
+    weight scale, as in HF BitNet checkpoints. ``online``: ``AutoBitLinear``
+    that ternarises the float weight inside the graph. The quantised forms are
+    built with ``transformers.integrations.bitnet.replace_with_bitnet_linear``,
+    with no download.
+    """
+    from transformers import BitNetConfig, BitNetForCausalLM
+    from transformers.integrations import bitnet as hf_bitnet
+    from transformers.utils.quantization_config import BitNetQuantConfig
+
+    torch.manual_seed(0)
+    config = BitNetConfig(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=FFN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        max_position_embeddings=128,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    config._attn_implementation = "eager"
+    model = BitNetForCausalLM(config).eval()
+    if form == "float":
+        return model
+    quant = BitNetQuantConfig(
+        linear_class="autobitlinear" if form == "online" else "bitlinear",
+        quantization_mode="online" if form == "online" else "offline",
+    )
+    saved = {k: v.detach().clone() for k, v in [*model.named_parameters(), *model.named_buffers()]}
+    model = hf_bitnet.replace_with_bitnet_linear(
+        model, modules_to_not_convert=["lm_head"], quantization_config=quant
+    ).to_empty(device="cpu")
+    with torch.no_grad():
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            old = saved.get(name)
+            if old is not None and old.shape == tensor.shape and old.dtype == tensor.dtype:
+                tensor.copy_(old)
+        for name, module in model.named_modules():
+            if isinstance(module, hf_bitnet.BitLinear):
+                weight = saved[name + ".weight"]
+                scale = weight.abs().mean().clamp(min=1e-5)
+                ternary = (weight / scale).round().clamp(-1, 1)
+                module.weight.copy_(hf_bitnet.pack_weights(ternary))
+                module.weight_scale.fill_(1.0 / scale)
+    return model.eval()
+
+
+class _LogitsOnly(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+
+def _export_hf(form: str, path: Path) -> Path:
+    wrapper = _LogitsOnly(_tiny_hf_bitnet(form)).eval()
+    ids = torch.randint(0, VOCAB, (2, 7))
+    mask = torch.ones(2, 7, dtype=torch.int64)
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
+    dyn = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
+    return _export(wrapper, (ids, mask), path, dyn, ["input_ids", "attention_mask"], ["logits"])
+
+
+def _hf_feeds(rng: np.random.Generator, batch: int, seq: int) -> dict[str, np.ndarray]:
+    mask = np.ones((batch, seq), dtype=np.int64)
+    mask[-1, :2] = 0  # left padding on the last row
+    return {"input_ids": rng.integers(0, VOCAB, (batch, seq)).astype(np.int64), "attention_mask": mask}
+
+
+@pytest.fixture(scope="module")
+def hf_float(tmp_path_factory) -> Path:
+    return _export_hf("float", tmp_path_factory.mktemp("hf") / "bitnet_float.onnx")
+
+
+def test_hf_bitnet_float_matches_onnxruntime(hf_float: Path) -> None:
+    mod = import_onnx(hf_float)
+    assert symbolic_input_shapes(mod) == {"input_ids": ["batch", "seq"], "attention_mask": ["batch", "seq"]}
+    assert _ret_shape(mod) == ["batch", "seq", str(VOCAB)]
+    vm = _compile(mod)
+    rng = np.random.default_rng(0)
+    for batch, seq in [(2, 5), (2, 11), (1, 3)]:
+        ref, out = _run_both(hf_float, vm, _hf_feeds(rng, batch, seq))
+        assert out[0].shape == (batch, seq, VOCAB)
+        np.testing.assert_allclose(out[0], ref[0], rtol=0, atol=FLOAT_TOL)
+
+
+def test_hf_bitnet_params_as_inputs(hf_float: Path) -> None:
+    mod = import_onnx(hf_float, keep_params_in_input=True)
+    params = list(mod["main"].attrs["params"])
+    assert len(mod["main"].params) == 2 + len(params)
+    assert _ret_shape(mod) == ["batch", "seq", str(VOCAB)]
+
+
+@pytest.mark.parametrize("form", ["packed", "online"])
+def test_hf_bitnet_quantized_forms_match_onnxruntime(form: str, tmp_path: Path) -> None:
+    path = _export_hf(form, tmp_path / f"bitnet_{form}.onnx")
+    mod = import_onnx(path)
+    assert _ret_shape(mod) == ["batch", "seq", str(VOCAB)]
+    vm = _compile(mod)
+    rng = np.random.default_rng(1)
+    for batch, seq in [(2, 4), (2, 9)]:
+        ref, out = _run_both(path, vm, _hf_feeds(rng, batch, seq))
+        err = np.abs(out[0] - ref[0])
+        assert out[0].shape == (batch, seq, VOCAB)
+        assert np.mean(err <= FLOAT_TOL) >= 0.9, f"{form} b={batch} s={seq}: max err {err.max()}"
+        assert err.max() <= 5e-2
+
+
+# ----------------------------------------------------------------------------- plain-torch block
+
+
+class _RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.rand(dim) + 0.5)
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class _Layer(nn.Module):
+    """RMSNorm, GQA attention with RoPE (slice + concat) and KV cache, relu^2 GLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn_norm, self.ffn_norm = _RMSNorm(HIDDEN), _RMSNorm(HIDDEN)
+        self.q = nn.Linear(HIDDEN, HEADS * HEAD_DIM, bias=False)
+        self.k = nn.Linear(HIDDEN, KV_HEADS * HEAD_DIM, bias=False)
+        self.v = nn.Linear(HIDDEN, KV_HEADS * HEAD_DIM, bias=False)
+        self.o = nn.Linear(HEADS * HEAD_DIM, HIDDEN, bias=False)
+        self.gate = nn.Linear(HIDDEN, FFN, bias=False)
+        self.up = nn.Linear(HIDDEN, FFN, bias=False)
+        self.down = nn.Linear(FFN, HIDDEN, bias=False)
+
+    @staticmethod
+    def _repeat_kv(x: torch.Tensor) -> torch.Tensor:
+        b, kv, s, d = x.shape
+        rep = HEADS // KV_HEADS
+        return x[:, :, None, :, :].expand(b, kv, rep, s, d).reshape(b, kv * rep, s, d)
+
+    def forward(self, x, cos, sin, mask, past_k, past_v):
+        b, s, _ = x.shape
+        h = self.attn_norm(x)
+        q = self.q(h).view(b, s, HEADS, HEAD_DIM).transpose(1, 2)
+        k = self.k(h).view(b, s, KV_HEADS, HEAD_DIM).transpose(1, 2)
+        v = self.v(h).view(b, s, KV_HEADS, HEAD_DIM).transpose(1, 2)
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        k = torch.cat([past_k, k], dim=2)
+        v = torch.cat([past_v, v], dim=2)
+        scores = torch.matmul(q, self._repeat_kv(k).transpose(2, 3)) / HEAD_DIM**0.5 + mask
+        attn = torch.matmul(torch.softmax(scores, dim=-1), self._repeat_kv(v))
+        x = x + self.o(attn.transpose(1, 2).reshape(b, s, -1))
+        h = self.ffn_norm(x)
+        x = x + self.down(torch.relu(self.gate(h)).pow(2) * self.up(h))
+        return x, k, v
+
+
+class _TinyLlama(nn.Module):
+    """LLaMA-like decoder with explicit past/present KV tensors (flat inputs for export)."""
+
+    def __init__(self, max_pos: int = 128) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, HIDDEN)
+        self.layers = nn.ModuleList(_Layer() for _ in range(LAYERS))
+        self.norm = _RMSNorm(HIDDEN)
+        self.head = nn.Linear(HIDDEN, VOCAB, bias=False)
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, HEAD_DIM, 2).float() / HEAD_DIM))
+        freqs = torch.outer(torch.arange(max_pos).float(), inv_freq)
+        table = torch.cat([freqs, freqs], dim=-1)
+        self.register_buffer("cos_table", table.cos(), persistent=False)
+        self.register_buffer("sin_table", table.sin(), persistent=False)
+
+    def forward(self, input_ids, past_key_0, past_value_0, past_key_1, past_value_1):
+        past = [past_key_0, past_value_0, past_key_1, past_value_1]
+        s = input_ids.shape[1]
+        p = past_key_0.shape[2]
+        cos = self.cos_table[p : p + s][None, None]
+        sin = self.sin_table[p : p + s][None, None]
+        q_pos = torch.arange(s)[:, None] + p
+        k_pos = torch.arange(p + s)[None, :]
+        mask = torch.where(k_pos <= q_pos, 0.0, float("-inf"))[None, None]
+        x = self.embed(input_ids)
+        presents = []
+        for i, layer in enumerate(self.layers):
+            x, k, v = layer(x, cos, sin, mask, past[2 * i], past[2 * i + 1])
+            presents += [k, v]
+        return (self.head(self.norm(x)), *presents)
+
+
+_CACHE_IN = ["past_key_0", "past_value_0", "past_key_1", "past_value_1"]
+_CACHE_OUT = ["present_key_0", "present_value_0", "present_key_1", "present_value_1"]
+
+
+@pytest.fixture(scope="module")
+def torch_block(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = _TinyLlama().eval()
+    ids = torch.randint(0, VOCAB, (2, 5))
+    past = [torch.randn(2, KV_HEADS, 3, HEAD_DIM) for _ in _CACHE_IN]
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
+    past_len = torch.export.Dim("past", min=0, max=120)
+    dyn = {"input_ids": {0: batch, 1: seq}, **{n: {0: batch, 2: past_len} for n in _CACHE_IN}}
+    path = tmp_path_factory.mktemp("block") / "tiny_llama.onnx"
+    return _export(model, (ids, *past), path, dyn, ["input_ids", *_CACHE_IN], ["logits", *_CACHE_OUT])
+
+
+def test_torch_block_prefill_and_decode_match_onnxruntime(torch_block: Path) -> None:
+    mod = import_onnx(torch_block)
+    shapes = symbolic_input_shapes(mod)
+    assert shapes["input_ids"] == ["batch", "seq"]
+    assert shapes["past_key_0"] == ["batch", str(KV_HEADS), "past", str(HEAD_DIM)]
+    assert _ret_shape(mod, 0) == ["batch", "seq", str(VOCAB)]
+    assert _ret_shape(mod, 1) == ["batch", str(KV_HEADS), "past + seq", str(HEAD_DIM)]
+    vm = _compile(mod)
+    rng = np.random.default_rng(2)
+    for batch, prompt in [(2, 6), (1, 3)]:
+        # Prefill with an empty cache, then two single-token decode steps fed
+        # with the previous step's present.* outputs.
+        cache = [np.zeros((batch, KV_HEADS, 0, HEAD_DIM), np.float32) for _ in _CACHE_IN]
+        for seq in [prompt, 1, 1]:
+            feeds = {"input_ids": rng.integers(0, VOCAB, (batch, seq)).astype(np.int64)}
+            feeds.update(zip(_CACHE_IN, cache))
+            ref, out = _run_both(torch_block, vm, feeds)
+            for name, r, o in zip(["logits", *_CACHE_OUT], ref, out):
+                assert o.shape == r.shape, name
+                np.testing.assert_allclose(o, r, rtol=0, atol=FLOAT_TOL, err_msg=name)
+            cache = ref[1:]
+
+
+# ----------------------------------------------------------------------------- converter fallbacks
+
+
+def _expand_of_shapeless_graph(declare: bool) -> onnx.ModelProto:
+    """``Expand(Unsqueeze(x + y))`` where x is [n, 4] and y is [m, 4].
+
+    Relax cannot prove ``n == m``, so ``x + y`` has no shape; the stock
+    ``Expand`` converter then fails with ``TypeError: 'NoneType' object is not
+    iterable``. With ``declare`` the graph's value info gives the shapes.
+    """
+    f32, i64 = TensorProto.FLOAT, TensorProto.INT64
+    nodes = [
+        helper.make_node("Add", ["x", "y"], ["sum"], name="add"),
+        helper.make_node("Unsqueeze", ["sum", "axis1"], ["sum3"], name="unsqueeze"),
+        helper.make_node("Shape", ["x"], ["n"], name="shape", start=0, end=1),
+        helper.make_node("Concat", ["n", "three_four"], ["target"], name="concat", axis=0),
+        helper.make_node("Expand", ["sum3", "target"], ["expanded"], name="expand"),
+        helper.make_node("Reshape", ["expanded", "flat"], ["out"], name="reshape"),
+    ]
+    inits = [
+        helper.make_tensor("axis1", i64, [1], [1]),
+        helper.make_tensor("three_four", i64, [2], [3, 4]),
+        helper.make_tensor("flat", i64, [2], [0, -1]),
+    ]
+    value_info = []
+    if declare:
+        value_info = [
+            helper.make_tensor_value_info("sum", f32, ["n", 4]),
+            helper.make_tensor_value_info("sum3", f32, ["n", 1, 4]),
+            helper.make_tensor_value_info("expanded", f32, ["n", 3, 4]),
+        ]
+    graph = helper.make_graph(
+        nodes,
+        "shapeless_expand",
+        [helper.make_tensor_value_info("x", f32, ["n", 4]), helper.make_tensor_value_info("y", f32, ["m", 4])],
+        [helper.make_tensor_value_info("out", f32, ["n", 12])],
+        initializer=inits,
+        value_info=value_info,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+@pytest.mark.parametrize("declare", [False, True])
+def test_expand_of_shapeless_input(declare: bool) -> None:
+    model = _expand_of_shapeless_graph(declare)
+    mod = import_onnx(model)
+    if declare:  # value info restored the shape, so the output shape is symbolic again
+        assert _ret_shape(mod) == ["n", "12"]
+    vm = _compile(mod)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    y = rng.standard_normal((5, 4)).astype(np.float32)
+    out = vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(y)).numpy()
+    np.testing.assert_allclose(out, np.tile(x + y, (1, 3)), rtol=0, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_malformed_file_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "garbage.onnx"
+    bad.write_bytes(b"\xff\xfe this is not protobuf \x00\x01")
+    with pytest.raises(MalformedModelError, match="garbage.onnx"):
+        import_onnx(bad)
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.onnx"):
+        import_onnx(empty)
+    with pytest.raises(FileNotFoundError, match="nowhere.onnx"):
+        import_onnx(tmp_path / "nowhere.onnx")
+    with pytest.raises(TypeError, match="ModelProto"):
+        import_onnx(42)  # type: ignore[arg-type]
+
+
+def _tiny_graph(op_type: str = "Relu", opset: int = 18, domain: str = "") -> onnx.ModelProto:
+    node = helper.make_node(op_type, ["x"], ["y"], name="the_node", domain=domain)
+    graph = helper.make_graph(
+        [node],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
+    )
+    opsets = [helper.make_opsetid("", opset)]
+    if domain:
+        opsets.append(helper.make_opsetid(domain, 1))
+    return helper.make_model(graph, opset_imports=opsets)
+
+
+def test_unsupported_op_names_node_and_op() -> None:
+    model = _tiny_graph("FancyTernaryGemm", domain="com.example")
+    with pytest.raises(UnsupportedOperatorError, match=r"'the_node'.*'FancyTernaryGemm'.*com\.example"):
+        import_onnx(model)
+
+
+def test_old_opset_is_rejected() -> None:
+    with pytest.raises(UnsupportedOpsetError, match=r"opset 11 is too old.*>= 13"):
+        import_onnx(_tiny_graph(opset=11))
+
+
+def test_missing_external_data_names_the_file(tmp_path: Path) -> None:
+    weight = np.arange(16, dtype=np.float32).reshape(4, 4)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        "ext",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
+        initializer=[onnx.numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    path = tmp_path / "ext.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
+    mod = import_onnx(path)  # present: imports fine
+    assert symbolic_input_shapes(mod) == {"x": ["n", 4]}
+    (tmp_path / "ext.onnx.data").unlink()
+    with pytest.raises(MissingExternalDataError, match=r"ext\.onnx\.data.*'w'"):
+        import_onnx(path)
+
+
+def test_converter_failure_names_node_and_op() -> None:
+    # Reshape of 4 elements to [3, -1] is impossible; the error must say which node failed.
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"], name="bad_reshape")],
+        "bad",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[helper.make_tensor("shape", TensorProto.INT64, [2], [3, 5])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    with pytest.raises(ConversionError, match=r"'bad_reshape' \(op Reshape"):
+        import_onnx(model)
+    assert issubclass(ConversionError, OnnxImportError)
