@@ -11,14 +11,17 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it
+# public name -> (module that defines it, its name there)
 _LAZY = {
-    "QuantScheme": "bitnet_tvm.schemes",
-    "get_scheme": "bitnet_tvm.schemes",
-    "list_schemes": "bitnet_tvm.schemes",
-    "export_onnx": "bitnet_tvm.export",
-    "BitNetConfig": "bitnet_tvm.model",
-    "BitNetForCausalLM": "bitnet_tvm.model",
+    "compile": ("bitnet_tvm.compiler", "compile_model"),
+    "load": ("bitnet_tvm.runtime", "load"),
+    "CompiledModel": ("bitnet_tvm.runtime", "CompiledModel"),
+    "QuantScheme": ("bitnet_tvm.schemes", "QuantScheme"),
+    "get_scheme": ("bitnet_tvm.schemes", "get_scheme"),
+    "list_schemes": ("bitnet_tvm.schemes", "list_schemes"),
+    "export_onnx": ("bitnet_tvm.export", "export_onnx"),
+    "BitNetConfig": ("bitnet_tvm.model", "BitNetConfig"),
+    "BitNetForCausalLM": ("bitnet_tvm.model", "BitNetForCausalLM"),
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]
@@ -26,5 +29,6 @@ __all__ = ["__version__", *sorted(_LAZY)]
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
+        module, attr = _LAZY[name]
+        return getattr(import_module(module), attr)
     raise AttributeError(f"module 'bitnet_tvm' has no attribute {name!r}")

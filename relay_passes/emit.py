@@ -100,7 +100,8 @@ def _from_json(text: str) -> QuantizeSpec | MatmulSpec:
 
 
 def _add(bb: relax.BlockBuilder, spec: QuantizeSpec | MatmulSpec) -> tvm.ir.GlobalVar:
-    func = spec.build().with_attr(SPEC_ATTR, _to_json(spec))
+    # Private (no global_symbol): the module names it, and dead copies can be removed.
+    func = spec.build().without_attr("global_symbol").with_attr(SPEC_ATTR, _to_json(spec))
     return bb.add_func(func, spec.op)
 
 

@@ -36,7 +36,7 @@ from bitnet_tvm.schedules.selection import select_layout
 from bitnet_tvm.schemes import QuantScheme
 
 from .emit import MatmulSpec, emit_bitlinear
-from .graph_view import GraphView
+from .graph_view import GraphView, apply_rewriter
 from .quant_match import BitLinearMatch, match_bitlinear
 
 __all__ = ["FuseBitLinear", "classify_sites", "find_bitlinears", "users_of"]
@@ -143,7 +143,5 @@ class FuseBitLinear:
                     act = self.scheme.site(site.site)
                 plan[match.root] = (match, act, site)
             rewriter = _Rewriter(mod, plan, self.target)
-            new_func = rewriter.visit_expr(func)
-            mod = rewriter.builder_.finalize()
-            mod[gvar] = relax.analysis.remove_all_unused(new_func)
+            mod = apply_rewriter(rewriter, gvar, func)
         return mod

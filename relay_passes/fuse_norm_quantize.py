@@ -24,7 +24,7 @@ from tvm import relax
 
 from .emit import QuantizeSpec, emit_quantize, read_spec
 from .fuse_bitlinear import users_of
-from .graph_view import GraphView
+from .graph_view import GraphView, apply_rewriter
 
 __all__ = ["FuseNormQuantize", "match_rmsnorm"]
 
@@ -147,9 +147,7 @@ class FuseNormQuantize:
             if not plan:
                 continue
             rewriter = _Rewriter(mod, plan)
-            new_func = rewriter.visit_expr(func)
-            mod = rewriter.builder_.finalize()
-            mod[gvar] = relax.analysis.remove_all_unused(new_func)
+            mod = apply_rewriter(rewriter, gvar, func)
         return mod
 
 

@@ -32,7 +32,7 @@ from bitnet_tvm.reference import unpack_ternary
 
 from .emit import MatmulSpec, emit_matmul, read_spec
 from .fuse_bitlinear import users_of
-from .graph_view import GraphView
+from .graph_view import GraphView, apply_rewriter
 
 __all__ = ["FuseProjections"]
 
@@ -151,9 +151,7 @@ class FuseProjections:
         if not replace_at:
             return mod
         rewriter = _Rewriter(mod, replace_at, drop)
-        new_func = rewriter.visit_expr(func)
-        mod = rewriter.builder_.finalize()
-        mod[gvar] = relax.analysis.remove_all_unused(new_func)
+        mod = apply_rewriter(rewriter, gvar, func)
         return mod
 
 

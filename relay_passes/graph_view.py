@@ -18,7 +18,7 @@ import numpy as np
 import tvm
 from tvm import relax, tirx
 
-__all__ = ["GraphView", "op_name"]
+__all__ = ["GraphView", "apply_rewriter", "op_name"]
 
 
 def op_name(call: relax.Call) -> str | None:
@@ -126,3 +126,13 @@ def _prim_value(expr: relax.Expr) -> float | None:
     if isinstance(expr, tirx.IntImm | tirx.FloatImm):
         return float(expr.value)
     return None
+
+
+def apply_rewriter(
+    rewriter: relax.PyExprMutator, gvar: tvm.ir.GlobalVar, func: relax.Function
+) -> tvm.IRModule:
+    """Rewrite ``func`` with ``rewriter`` and return the module with it (and any PrimFuncs the
+    rewriter added) updated; bindings the rewrite left unused are removed."""
+    new_func = relax.analysis.remove_all_unused(rewriter.visit_expr(func))
+    rewriter.builder_.update_func(gvar, new_func)
+    return rewriter.builder_.get()

@@ -24,20 +24,21 @@ class _Lifter(relax.PyExprMutator):
         self.min_size = min_size
         self.params: dict[str, np.ndarray] = {}
         self.vars: list[relax.Var] = []
-        self._seen: dict[int, relax.Var] = {}
+        self._seen: list[tuple[tvm.ir.GenericConst, relax.Var]] = []
 
     def visit_generic_const_(self, const: tvm.ir.GenericConst) -> relax.Expr:
         shape = tuple(int(d) for d in const.value.shape)
         if int(np.prod(shape, dtype=np.int64)) < self.min_size:
             return const
-        key = const.value.handle.value if hasattr(const.value, "handle") else id(const)
-        if key not in self._seen:
-            name = f"param_{len(self.vars)}"
-            var = relax.Var(name, relax.TensorType(shape, str(const.value.dtype)))
-            self._seen[key] = var
-            self.vars.append(var)
-            self.params[name] = const.value.numpy()
-        return self._seen[key]
+        for seen, var in self._seen:  # one parameter per constant object, however often used
+            if seen.same_as(const):
+                return var
+        name = f"param_{len(self.vars)}"
+        var = relax.Var(name, relax.TensorType(shape, str(const.value.dtype)))
+        self._seen.append((const, var))
+        self.vars.append(var)
+        self.params[name] = const.value.numpy()
+        return var
 
 
 def lift_params(

@@ -20,10 +20,12 @@ __all__ = [
     "HAS_WEIGHT",
     "K",
     "LAYOUT",
+    "M_HINT",
     "N",
     "NORM_EPS",
     "OP",
     "OpName",
+    "get_int",
     "get_op",
 ]
 
@@ -37,6 +39,9 @@ ACT_BITS = "bitnet.act_bits"
 N = "bitnet.n"
 #: Reduction length / hidden size (int).
 K = "bitnet.k"
+#: Expected number of tokens M (int), set by the graph pass that specializes a call site for
+#: decode (small M) or prefill; schedule rules pick GEMV or GEMM from it (absent: decode).
+M_HINT = "bitnet.m_hint"
 #: norm_quantize: activation statistic, ``"absmean"`` or ``"absmax"`` (str).
 ACT_METHOD = "bitnet.act_method"
 #: norm_quantize: TopK keep ratio (float); absent when the site has no TopK.
@@ -60,6 +65,14 @@ class OpName(str, Enum):
     TERNARY_INT8_GATE_UP = "ternary_int8_gate_up"
     SPARSE_INT8_MATMUL = "sparse_int8_matmul"
     NORM_QUANTIZE = "norm_quantize"
+
+
+def get_int(func: Any, key: str) -> int | None:
+    """Integer attribute ``key`` of ``func``, or None when absent."""
+    attrs = getattr(func, "attrs", None)
+    if attrs is None or key not in attrs:
+        return None
+    return int(attrs[key])
 
 
 def get_op(func: Any) -> OpName | None:

@@ -85,6 +85,8 @@ class _WrappedConverter:
             name = attr["tvm_custom"]["name"]
             try:
                 out = impl(bb, inputs, attr, params)
+                if isinstance(out, relax.Expr):
+                    out = bb.normalize(out)
             except OnnxImportError:
                 raise
             except Exception as err:  # noqa: BLE001 - re-raised with node context

@@ -8,14 +8,26 @@ exports annotate almost every intermediate value with a symbolic shape in
 ``graph.value_info`` (``["batch", "seq + 1", 64]``), written in terms of the
 same dimension names as the graph inputs.
 
-When a converter returns a tensor without a shape, :class:`DeclaredShapes`
-parses the declared shape of that output into a ``PrimExpr`` list over the
-graph inputs' shape variables and emits ``R.match_cast(value, R.Tensor(shape))``.
-A match-cast is checked when the program runs, so a wrong annotation gives a
-clear run-time error, never a silently wrong result. Known shapes are never
-replaced. Dimensions that cannot be parsed, or whose names are not graph-input
-dimensions in a compound expression, become fresh variables, so the rank is
-still recovered.
+After every converter, :meth:`DeclaredShapes.recover` looks at the result:
+
+* no shape: cast it to the declared shape of that ONNX value, parsed into
+  ``PrimExpr``s over the graph inputs' shape variables, or, with no
+  declaration, to fresh variables of its rank. Relax legalises an op only when
+  its arguments' shapes are expression lists, so even rank-only recovery
+  matters;
+* a shape that mentions variables the graph inputs do not define (for
+  example ``range_len_0`` from the stock ``Range`` converter, or ``x_0`` from
+  ``Expand``'s run-time path): cast it to the declaration when that is fully
+  expressible in graph-input dimensions, so later broadcasts can prove their
+  dimensions equal.
+
+The cast is ``R.match_cast(value, R.Tensor(shape))``, which is checked when
+the program runs: a wrong annotation gives a clear run-time error, never a
+silently wrong result. Shapes already written in graph-input dimensions are
+left alone. The one loss this cannot repair is a broadcast op whose own output
+shape is unknown (its inputs have dimensions Relax cannot prove equal): that op
+itself cannot be legalised. Such inputs must be fixed where they are produced,
+which is what :mod:`bitnet_tvm.frontend.converters` does for ``Range``.
 """
 
 from __future__ import annotations
@@ -174,14 +186,24 @@ class DeclaredShapes:
         output_name: str,
         nodes: dict[str, relax.Expr],
     ) -> relax.Expr:
-        """Give ``value`` the declared shape of ``output_name`` if it has none.
+        """Re-type ``value`` with the declared shape of ``output_name`` where that helps.
+
+        Two cases are handled:
+
+        * ``value`` has no shape: cast it to the declared shape, or, with no
+          declaration, to fresh variables of its known rank (Relax can only
+          legalise the consumers of a tensor whose shape is a list of expressions);
+        * ``value`` has a shape that mentions variables the graph inputs do not
+          define (``range_len_0``, ``x_0`` from run-time shape computations) and
+          the declaration is fully expressible in graph-input dimensions: cast
+          it to that, so later broadcasts can prove their dimensions equal.
 
         Parameters
         ----------
         bb : tvm.relax.BlockBuilder
             The importer's block builder.
         value : tvm.relax.Expr
-            A converter's result.
+            A converter's result (normalised).
         output_name : str
             The ONNX value name this result is bound to.
         nodes : dict of str to tvm.relax.Expr
@@ -190,18 +212,47 @@ class DeclaredShapes:
         Returns
         -------
         tvm.relax.Expr
-            ``value`` unchanged, or a match-cast of it to the declared shape.
+            ``value`` unchanged, or a match-cast of it.
         """
         if not isinstance(value, relax.Expr) or tvm.ir.is_prim_expr(value):
             return value
-        value = bb.normalize(value)
         ty = value.ty
-        if not isinstance(ty, relax.TensorType) or ty.shape is not None:
-            return value
-        declared = self._dims.get(output_name)
-        if declared is None or (ty.ndim != -1 and ty.ndim != len(declared)):
+        if not isinstance(ty, relax.TensorType):
             return value
         symbols = self._input_symbols(nodes)
-        shape = [self._dim_expr(dim, symbols) for dim in declared]
+        declared = self._dims.get(output_name)
+        if declared is not None and ty.ndim not in (-1, len(declared)):
+            declared = None
+        if ty.shape is None:
+            if declared is not None:
+                shape = [self._dim_expr(dim, symbols) for dim in declared]
+            elif ty.ndim >= 0:
+                shape = [_fresh_var("dim") for _ in range(ty.ndim)]
+            else:
+                return value
+        else:
+            if declared is None or not isinstance(ty.shape, relax.ShapeExpr):
+                return value
+            known = list(symbols.values())
+            if not any(_has_foreign_var(dim, known) for dim in ty.shape.values):
+                return value
+            parsed = [
+                tirx.IntImm("int64", d) if isinstance(d, int) else None for d in declared
+            ]
+            for i, dim in enumerate(declared):
+                if isinstance(dim, str):
+                    parsed[i] = parse_dim_expression(dim, symbols)
+            if any(p is None for p in parsed):
+                return value
+            shape = parsed
         self.recovered.append(output_name)
         return bb.match_cast(value, relax.TensorType(shape, ty.dtype))
+
+
+def _has_foreign_var(dim: tirx.PrimExpr, known: list[tirx.Var]) -> bool:
+    """Return whether ``dim`` uses a variable that is not one of ``known``."""
+    if isinstance(dim, int | tirx.IntImm):
+        return False
+    return any(
+        not any(var.same_as(k) for k in known) for var in tirx.analysis.undefined_vars(dim)
+    )
