@@ -34,7 +34,7 @@ def time_tvm(func, args, target, repeat: int = 200) -> float:
     """Median µs of one call of ``func`` scheduled by the CPU rules."""
     ex = tvm.compile(_schedule(func, target), target=target)
     tensors = [tvm.runtime.tensor(a) for a in args]
-    timer = ex.time_evaluator("main", tvm.cpu(), number=repeat, repeat=5)
+    timer = ex.mod.time_evaluator("main", tvm.cpu(), number=repeat, repeat=5)
     return float(np.median(timer(*tensors).results)) * 1e6
 
 
@@ -64,7 +64,9 @@ def main() -> None:
         alpha = np.full(n, 0.5, np.float32)
         base = time_numpy(q_w.astype(np.float32), x_q.astype(np.float32))
         y = np.zeros((1, n), np.float32)
-        cases = [("ternary_int4_matmul 2bit", WeightLayout.TWO_BIT, ternary_matmul(n, k, act_bits=4))]
+        cases = [
+            ("ternary_int4_matmul 2bit", WeightLayout.TWO_BIT, ternary_matmul(n, k, act_bits=4))
+        ]
         if n % 2 == 0:
             gate = ternary_gate_up(n // 2, k, act_bits=4)
             cases.append(("ternary_gate_up 2bit", WeightLayout.TWO_BIT, gate))

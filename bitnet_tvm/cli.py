@@ -58,7 +58,9 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="bitnet-tvm",
         description="Compile and run BitNet 1-bit LLMs (a4.8, b1.58) with Apache TVM.",
     )
-    parser.add_argument("--verbose", "-v", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument(
+        "--verbose", "-v", action="store_true", help="show tracebacks and debug logs"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser(

@@ -36,7 +36,6 @@ Conventions (float32 throughout, ``np.rint`` = round half to even, as ``torch.ro
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 from typing import Literal
 
 import numpy as np
@@ -225,12 +224,16 @@ def quantize_act_int8(
 def topk_count(d: int, keep_ratio: float) -> int:
     """Entries kept per token by :func:`topk_sparsify`: ``ceil(keep_ratio * d)``, at least 1.
 
-    The product is exact for the ratio as written (``0.07 * 100`` keeps 7, where float
-    arithmetic gives 7.000000000000001 and its ceiling 8).
+    A product within 1e-9 (relative) of an integer counts as that integer, so a ratio written
+    as a decimal (``0.07 * 100`` is 7.000000000000001 in float) or recovered from a graph as
+    ``k / d`` (``5 / 6 * 6`` is 5.000000000000001) keeps exactly the count it stands for.
     """
     if not 0.0 < keep_ratio <= 1.0:
         raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
-    return max(1, math.ceil(Fraction(repr(float(keep_ratio))) * d))
+    product = float(keep_ratio) * d
+    nearest = round(product)
+    count = nearest if abs(product - nearest) <= 1e-9 * max(1.0, product) else math.ceil(product)
+    return max(1, count)
 
 
 def topk_sparsify(x: np.ndarray, keep_ratio: float) -> np.ndarray:

@@ -46,7 +46,9 @@ class CompileReport:
 
     def __str__(self) -> str:
         rows = [f"{'layer':<28} {'operator':<24} {'N':>6} {'K':>6}  layout"]
-        rows += [f"{r.name:<28} {r.operator:<24} {r.n:>6} {r.k:>6}  {r.layout}" for r in self.layers]
+        rows += [
+            f"{r.name:<28} {r.operator:<24} {r.n:>6} {r.k:>6}  {r.layout}" for r in self.layers
+        ]
         rows.append(f"unfused ternary MatMuls: {self.unfused_matmuls}")
         return "\n".join(rows)
 
@@ -72,8 +74,14 @@ def collect_report(mod: tvm.IRModule) -> CompileReport:
             if found is not None and isinstance(found[0], MatmulSpec):
                 spec = found[0]
                 report.layers.append(
-                    LayerReport(var.name, operator_name(spec), spec.weight_rows, spec.k,
-                                spec.act_bits, spec.layout.value)
+                    LayerReport(
+                        var.name,
+                        operator_name(spec),
+                        spec.weight_rows,
+                        spec.k,
+                        spec.act_bits,
+                        spec.layout.value,
+                    )
                 )
             matmul = g.call(var, "matmul")
             if matmul is not None and (w := g.constant(matmul.args[1])) is not None:

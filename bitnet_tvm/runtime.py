@@ -31,7 +31,7 @@ _LIB, _PARAMS, _META = "model.so", "params.npz", "metadata.json"
 
 
 class CompiledModel:
-    """A compiled model with ``run(output_names, input_feed)`` like ``onnxruntime.InferenceSession``.
+    """A compiled model with ``run(output_names, input_feed)``, as an onnxruntime session has.
 
     Parameters
     ----------
@@ -49,7 +49,9 @@ class CompiledModel:
         self.device = tvm.runtime.device(metadata.get("device", "cpu"), 0)
         self._executable = executable
         self._vm = tvm.runtime.vm.VirtualMachine(executable, self.device)
-        self._params = [tvm.runtime.tensor(params[name], self.device) for name in metadata["params"]]
+        self._params = [
+            tvm.runtime.tensor(params[name], self.device) for name in metadata["params"]
+        ]
         self._inputs = {spec["name"]: spec for spec in metadata["inputs"]}
 
     @property
@@ -107,7 +109,8 @@ class CompiledModel:
                 value = tvm.runtime.tensor(value, self.device)
             args.append(value)
         out = self._vm["main"](*args, *self._params)
-        return list(out) if isinstance(out, tvm.runtime.container.Array | list | tuple) else [out]
+        # A single output comes back as a tensor, several as an array of tensors.
+        return [out] if hasattr(out, "numpy") else list(out)
 
     def run(
         self, output_names: Sequence[str] | None, input_feed: Mapping[str, np.ndarray]
@@ -143,7 +146,10 @@ class CompiledModel:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
             self._executable.export_library(str(tmp / _LIB))
-            params = {name: t.numpy() for name, t in zip(self.metadata["params"], self._params, strict=True)}
+            params = {
+                name: t.numpy()
+                for name, t in zip(self.metadata["params"], self._params, strict=True)
+            }
             np.savez(tmp / _PARAMS, **params)
             (tmp / _META).write_text(json.dumps(self.metadata, indent=1))
             if path.exists():

@@ -105,7 +105,9 @@ def _add(bb: relax.BlockBuilder, spec: QuantizeSpec | MatmulSpec) -> tvm.ir.Glob
     return bb.add_func(func, spec.op)
 
 
-def read_spec(g: GraphView, expr: relax.Expr) -> tuple[QuantizeSpec | MatmulSpec, relax.Call] | None:
+def read_spec(
+    g: GraphView, expr: relax.Expr
+) -> tuple[QuantizeSpec | MatmulSpec, relax.Call] | None:
     """The spec and call of a fused-operator ``call_tir`` bound to ``expr``, else None."""
     call = g.value(expr)
     if isinstance(call, relax.TupleGetItem):

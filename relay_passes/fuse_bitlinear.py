@@ -107,8 +107,14 @@ class _Rewriter(relax.PyExprMutator):
         spec = MatmulSpec(kind, n, k, act.bits, select_layout(kind, self.target))
         alpha = np.full((n,), match.alpha, dtype=np.float32)
         x = self.visit_expr(match.act.source)
-        value = emit_bitlinear(self.builder_, x, act, spec, match.q_w, alpha, site.name.replace(".", "_"))
-        emit = self.builder_.emit if isinstance(binding.var, relax.DataflowVar) else self.builder_.emit_output
+        value = emit_bitlinear(
+            self.builder_, x, act, spec, match.q_w, alpha, site.name.replace(".", "_")
+        )
+        emit = (
+            self.builder_.emit
+            if isinstance(binding.var, relax.DataflowVar)
+            else self.builder_.emit_output
+        )
         self.set_var_remap(binding.var, emit(value, binding.var.name))
 
 

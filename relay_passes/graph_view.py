@@ -6,6 +6,8 @@ variables to their bound values and accept the spellings listed here in one plac
 * elementwise ops as Relax ops (``R.maximum``) or as ``R.call_tir`` to the private PrimFuncs the
   ONNX frontend emits for ``Clip`` (named ``maximum``/``minimum``, computing ``T.max``/``T.min``
   of a tensor and a 0-d constant);
+* a binary ``maximum``/``minimum`` also as ``max(stack((broadcast_to(a), broadcast_to(b))),
+  axis=0)``, which is how the ONNX frontend imports a variadic ``Max``/``Min`` node;
 * clipping as ``R.clip``, ``minimum(maximum(x, lo), hi)`` or ``maximum(minimum(x, hi), lo)``;
 * constants as ``R.const`` of any shape whose elements are all equal.
 """
@@ -26,6 +28,8 @@ def op_name(call: relax.Call) -> str | None:
     return call.op.name if isinstance(call.op, tvm.ir.Op) else None
 
 
+# Elementwise op -> the reduction the ONNX frontend writes a variadic Max/Min as.
+_REDUCE_OF_STACK = {"maximum": "max", "minimum": "min"}
 # PrimFunc name prefix -> the TVMScript call its body must contain.
 _TIR_ELEMWISE = {"maximum": "T.max(", "minimum": "T.min("}
 
@@ -62,6 +66,20 @@ class GraphView:
         call = self.call(expr, name)
         if call is not None:
             return call.args[0], call.args[1]
+        red = self.call(expr, _REDUCE_OF_STACK[name]) if name in _REDUCE_OF_STACK else None
+        if red is not None:
+            stack = self.call(red.args[0], "stack")
+            axis = red.attrs.axis
+            if (
+                stack is not None
+                and int(stack.attrs.axis) == 0
+                and axis is not None
+                and [int(a) for a in axis] == [0]
+                and not red.attrs.keepdims
+                and len(stack.args[0].fields) == 2
+            ):
+                a, b = stack.args[0].fields
+                return self._unbroadcast(a), self._unbroadcast(b)
         value = self.value(expr)
         if not (isinstance(value, relax.Call) and op_name(value) == "relax.call_tir"):
             return None
@@ -74,6 +92,11 @@ class GraphView:
         if not isinstance(func, tirx.PrimFunc) or not _computes(func, _TIR_ELEMWISE[name]):
             return None
         return args.fields[0], args.fields[1]
+
+    def _unbroadcast(self, expr: relax.Expr) -> relax.Expr:
+        """The operand of a ``broadcast_to`` (implicit in elementwise ops), else ``expr``."""
+        call = self.call(expr, "broadcast_to")
+        return call.args[0] if call is not None else expr
 
     def scalar(self, expr: relax.Expr) -> float | None:
         """The value of a constant whose elements are all equal, else None."""

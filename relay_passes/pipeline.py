@@ -64,9 +64,21 @@ def run_graph_passes(
     return mod
 
 
+def _backend(target: tvm.target.Target):
+    """TVM's per-target pipeline module (imported directly: in 0.27 the backend packages do not
+    re-export every phase, so ``relax.pipeline.dataflow_lower_passes`` fails for llvm)."""
+    if target.kind.name == "llvm":
+        from tvm.relax.backend.cpu_generic import pipeline
+    elif target.kind.name == "cuda":
+        from tvm.relax.backend.cuda import pipeline
+    else:
+        raise ValueError(f"unsupported target kind {target.kind.name!r}; use llvm or cuda")
+    return pipeline
+
+
 def lowering_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
     """Phases 3-5 as one pass, for ``tvm.compile(..., relax_pipeline=...)``."""
-    backend = relax.backend.cpu_generic if target.kind.name == "llvm" else relax.backend.cuda
+    backend = _backend(target)
 
     @tvm.transform.module_pass(opt_level=0, name="bitnet.lowering")
     def _lower(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:

@@ -15,6 +15,7 @@ Dequantization, one of::
 
     matmul(q * (guard / L), W)          ours, the a4.8 spec
     matmul(q / mult, W)                 HF AutoBitLinear (ActQuant)
+    matmul(q, W) * (guard / L)          ours, integer form (``weights="ternary"`` exports)
     matmul(q, W) / (ws * mult)          HF packed BitLinear (ws: weight scale)
 
 Weight ``W`` (after constant folding, ``[K, N]``): values in ``{-a, 0, a}`` (alpha = a), or
@@ -132,7 +133,9 @@ def match_quantizer(g: GraphView, expr: relax.Expr) -> ActMatch | None:
         if guard is None or not g.same(guard[1], x):
             continue
         method, _, eps_mode, eps = guard
-        want = math.sqrt(7.0) if (method is QuantMethod.ABSMEAN and bits == 4) else 2 ** (bits - 1) - 1
+        want = (
+            math.sqrt(7.0) if (method is QuantMethod.ABSMEAN and bits == 4) else 2 ** (bits - 1) - 1
+        )
         if not math.isclose(levels, want, rel_tol=1e-6):
             return None
         source, topk = x, None
@@ -192,16 +195,25 @@ def match_bitlinear(
     if act is None:
         return None
     root = var
-    # A scalar weight scale (and, for HF's BitLinear, the activation dequant) after the matmul.
+    # After the matmul: scalar weight scales, and the activation dequant when it was not
+    # applied before (``* (guard / L)`` as our exporter writes it, ``/ (ws * mult)`` as HF's).
     while len(users.get(root, [])) == 1:
         user = users[root][0]
         post = g.call(user, "multiply", "divide")
-        if post is None or not g.same(post.args[0], root):
+        if post is None:
             break
-        if (ws := g.scalar(post.args[1])) is not None:
-            alpha = alpha * ws if "multiply" in post.op.name else alpha / ws
-        elif not dequantized and "divide" in post.op.name and _is_ws_times(g, post.args[1], act):
-            ws = _is_ws_times(g, post.args[1], act)
+        operands = list(post.args)
+        if not any(g.same(a, root) for a in operands):
+            break
+        other = operands[1] if g.same(operands[0], root) else operands[0]
+        is_mul = post.op.name == "relax.multiply"
+        if not is_mul and not g.same(operands[0], root):
+            break  # c / y is not a rescale of y
+        if (ws := g.scalar(other)) is not None:
+            alpha = alpha * ws if is_mul else alpha / ws
+        elif not dequantized and is_mul and _dequant_scale_ok(g, other, act):
+            dequantized = True
+        elif not dequantized and not is_mul and (ws := _is_ws_times(g, other, act)) is not None:
             alpha, dequantized = alpha / ws, True
         else:
             break

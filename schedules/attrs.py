@@ -8,7 +8,7 @@ dispatch on :data:`OP` with :func:`get_op`.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 __all__ = [
@@ -18,12 +18,12 @@ __all__ = [
     "ACT_METHOD",
     "ACT_TOPK",
     "HAS_WEIGHT",
-    "K",
     "LAYOUT",
     "M_HINT",
-    "N",
     "NORM_EPS",
     "OP",
+    "K",
+    "N",
     "OpName",
     "get_int",
     "get_op",
@@ -56,7 +56,7 @@ NORM_EPS = "bitnet.norm_eps"
 HAS_WEIGHT = "bitnet.has_weight"
 
 
-class OpName(str, Enum):
+class OpName(StrEnum):
     """Values of the :data:`OP` attribute."""
 
     TERNARY_INT4_MATMUL = "ternary_int4_matmul"

@@ -7,7 +7,7 @@ weights indexing a 27-entry table) would be a new :class:`WeightLayout` member.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from bitnet_tvm import reference
 __all__ = ["WeightLayout", "pack_weight", "packed_shape"]
 
 
-class WeightLayout(str, Enum):
+class WeightLayout(StrEnum):
     """Storage of a ternary weight ``W[N, K]`` (codes ``w + 1``).
 
     * ``2bit``: :func:`reference.pack_ternary_2bit` of ``W``: uint8 ``[N, ceil(K / 4)]``,

@@ -155,6 +155,8 @@ class Expand(_fe.Expand):
     def _impl_v13(cls, bb, inputs, attr, params):
         data, shape = inputs[0], inputs[1]
         data_ty = data.ty
+        if isinstance(shape, tvm.ir.GenericConst) and getattr(data_ty, "shape", None) is not None:
+            return cls._constant_target(data, shape, attr["tvm_custom"]["name"])
         if not (isinstance(data_ty, relax.TensorType) and data_ty.shape is None):
             return super()._impl_v13(bb, inputs, attr, params)
         name = attr["tvm_custom"]["name"]
@@ -181,6 +183,38 @@ class Expand(_fe.Expand):
         out_dims = bb.normalize(relax.op.where(relax.op.equal(data_dims, one), target, data_dims))
         out_shape = bb.normalize(relax.op.tensor_to_shape(out_dims))
         return relax.op.broadcast_to(data, out_shape)
+
+    @staticmethod
+    def _constant_target(data: relax.Expr, shape: tvm.ir.GenericConst, name: str) -> relax.Expr:
+        """Broadcast to a constant target shape; data dims may be symbolic.
+
+        The frontend's own path reads ``dim.value`` of every data dim, which fails for
+        symbolic ones (the GQA ``repeat_kv`` expand of ``[batch, kv, 1, seq, d]``).  ONNX rules,
+        right-aligned: a target 1 or -1 keeps the data dim; a data dim 1 takes the target; a
+        symbolic data dim against a target t > 1 is t (at run time it must be 1 or t).
+        """
+        target = [int(t) for t in shape.value.numpy().reshape(-1)]
+        dims = list(data.ty.shape)
+        rank = max(len(target), len(dims))
+        target = [1] * (rank - len(target)) + target
+        dims = [tirx.IntImm("int64", 1)] * (rank - len(dims)) + dims
+        out = []
+        for axis, (t, d) in enumerate(zip(target, dims, strict=True)):
+            static = int(d.value) if isinstance(d, tirx.IntImm) else None
+            if t in (1, -1):
+                out.append(d)
+            elif static == 1 or static is None:
+                out.append(tirx.IntImm("int64", t))
+            elif static == t:
+                out.append(d)
+            else:
+                raise ValueError(
+                    f"Expand node {name!r}: cannot broadcast data dim {static} to {t} at axis "
+                    f"{axis} (data shape {list(data.ty.shape)}, target {target})"
+                )
+        if rank > len(data.ty.shape):
+            data = relax.op.reshape(data, dims)
+        return relax.op.broadcast_to(data, relax.ShapeExpr(out))
 
 
 CONVERTER_OVERRIDES: dict[str, type[_fe.OnnxOpConverter]] = {

@@ -89,7 +89,7 @@ class _WrappedConverter:
                     out = bb.normalize(out)
             except OnnxImportError:
                 raise
-            except Exception as err:  # noqa: BLE001 - re-raised with node context
+            except Exception as err:  # re-raised with the node's name and op type
                 described = ", ".join(_describe(x) for x in inputs)
                 raise ConversionError(
                     f"ONNX node {name!r} (op {op_type}, opset {opset}) could not be converted: "
@@ -111,7 +111,7 @@ def patched_frontend(graph: onnx.GraphProto, *, recover_shapes: bool = True) -> 
     ----------
     graph : onnx.GraphProto
         The graph about to be imported. Node names must be unique (see
-        :func:`bitnet_tvm.frontend.graph_cleanup.ensure_unique_node_names`).
+        :func:`bitnet_tvm.frontend.graph_cleanup.clean_graph`).
     recover_shapes : bool, optional
         Restore lost shapes from the graph's value info (default ``True``).
 

@@ -10,7 +10,8 @@ The pipeline is:
 1. load and validate (:mod:`.validation`): a clear error for a corrupt file,
    a missing external-data file, an opset older than 13 or an op without a
    converter;
-2. clean up (:mod:`.graph_cleanup`): give every node a unique name;
+2. clean up (:mod:`.graph_cleanup`): give every node a unique name and
+   rewrite ``Constant`` attribute forms the frontend cannot parse;
 3. convert with the frontend while :func:`.hooks.patched_frontend` is active:
    our ``Range``/``Reshape``/``Expand`` converters (:mod:`.converters`
    explains which frontend converter loses the shape and why), errors that
@@ -30,12 +31,12 @@ import onnx
 import tvm
 from tvm.relax.frontend.onnx import from_onnx
 
-from .graph_cleanup import ensure_unique_node_names
+from .graph_cleanup import clean_graph
 from .hooks import convert_map, patched_frontend
 from .validation import (
     check_external_data,
-    check_opset,
     check_operators,
+    check_opset,
     load_model,
 )
 
@@ -125,7 +126,7 @@ def import_onnx(
     model, source = _resolve_model(model_or_path, external_data_dir)
     check_opset(model, source=source)
     check_operators(model, set(convert_map()), source=source)
-    model = ensure_unique_node_names(model)
+    model = clean_graph(model)
     with warnings.catch_warnings():
         if quiet:
             warnings.simplefilter("ignore")

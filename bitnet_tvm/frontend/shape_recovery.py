@@ -71,11 +71,11 @@ def parse_dim_expression(text: str, symbols: dict[str, tirx.Var]) -> tirx.PrimEx
         return None
     try:
         return _to_prim(tree.body, symbols)
-    except _Unsupported:
+    except _UnsupportedDimError:
         return None
 
 
-class _Unsupported(Exception):
+class _UnsupportedDimError(Exception):
     """Internal: the dimension expression uses syntax we do not translate."""
 
 
@@ -84,7 +84,7 @@ def _to_prim(node: ast.AST, symbols: dict[str, tirx.Var]) -> tirx.PrimExpr:
         return tirx.IntImm("int64", node.value)
     if isinstance(node, ast.Name):
         if node.id not in symbols:
-            raise _Unsupported(node.id)
+            raise _UnsupportedDimError(node.id)
         return symbols[node.id]
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
         return tirx.IntImm("int64", 0) - _to_prim(node.operand, symbols)
@@ -100,7 +100,7 @@ def _to_prim(node: ast.AST, symbols: dict[str, tirx.Var]) -> tirx.PrimExpr:
         for op_type, fn in ops.items():
             if isinstance(node.op, op_type):
                 return fn(lhs, rhs)
-        raise _Unsupported(type(node.op).__name__)
+        raise _UnsupportedDimError(type(node.op).__name__)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
         name = node.func.id.lower()
         if name in ("max", "min") and len(node.args) >= 2:
@@ -114,7 +114,7 @@ def _to_prim(node: ast.AST, symbols: dict[str, tirx.Var]) -> tirx.PrimExpr:
             arg = node.args[0]
             if isinstance(arg, ast.BinOp) and isinstance(arg.op, ast.Div):
                 return tirx.floordiv(_to_prim(arg.left, symbols), _to_prim(arg.right, symbols))
-    raise _Unsupported(type(node).__name__)
+    raise _UnsupportedDimError(type(node).__name__)
 
 
 class DeclaredShapes:
@@ -236,9 +236,7 @@ class DeclaredShapes:
             known = list(symbols.values())
             if not any(_has_foreign_var(dim, known) for dim in ty.shape.values):
                 return value
-            parsed = [
-                tirx.IntImm("int64", d) if isinstance(d, int) else None for d in declared
-            ]
+            parsed = [tirx.IntImm("int64", d) if isinstance(d, int) else None for d in declared]
             for i, dim in enumerate(declared):
                 if isinstance(dim, str):
                     parsed[i] = parse_dim_expression(dim, symbols)
@@ -253,6 +251,4 @@ def _has_foreign_var(dim: tirx.PrimExpr, known: list[tirx.Var]) -> bool:
     """Return whether ``dim`` uses a variable that is not one of ``known``."""
     if isinstance(dim, int | tirx.IntImm):
         return False
-    return any(
-        not any(var.same_as(k) for k in known) for var in tirx.analysis.undefined_vars(dim)
-    )
+    return any(not any(var.same_as(k) for k in known) for var in tirx.analysis.undefined_vars(dim))

@@ -27,8 +27,8 @@ from .errors import (
 __all__ = [
     "MIN_OPSET",
     "check_external_data",
-    "check_opset",
     "check_operators",
+    "check_opset",
     "default_opset",
     "load_model",
 ]
@@ -89,9 +89,7 @@ def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
 
 
 def _uses_external_data(model: onnx.ModelProto) -> bool:
-    return any(
-        t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer
-    )
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
 
 
 def check_external_data(

@@ -235,8 +235,10 @@ class BitNetForCausalLM(nn.Module):
                 raise ValueError("input_ids must hold at least one token per row")
             if past is not None:
                 for i, (k, v) in enumerate(past):
-                    if k.shape != v.shape or k.shape[0] != input_ids.shape[0] or (
-                        k.shape[2] != past_len
+                    if (
+                        k.shape != v.shape
+                        or k.shape[0] != input_ids.shape[0]
+                        or (k.shape[2] != past_len)
                     ):
                         raise ValueError(
                             f"past_key_values[{i}] shapes {tuple(k.shape)}/{tuple(v.shape)} do not "

@@ -90,9 +90,7 @@ def _quantize_rows(
     return straight_through(q, y), denom / levels_t
 
 
-def quantize_weight_ternary(
-    w: torch.Tensor, eps: float = EPS
-) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_weight_ternary(w: torch.Tensor, eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor]:
     """Absmean ternary codes of a whole weight (reference ``quantize_weights_ternary``).
 
     Parameters

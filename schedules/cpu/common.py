@@ -1,14 +1,14 @@
-"""Pieces shared by the CPU schedule rules: target check, op dispatch, row reductions."""
+"""Pieces shared by the CPU schedule rules: target check, op dispatch, split factors."""
 
 from __future__ import annotations
 
-from tvm import s_tir, tirx
+from tvm import tirx
 from tvm.s_tir.dlight import ScheduleRule
 from tvm.target import Target
 
 from bitnet_tvm.schedules import attrs
 
-__all__ = ["BitnetCPURule", "is_cpu", "rfactor_rows", "split_factor"]
+__all__ = ["BitnetCPURule", "is_cpu", "split_factor"]
 
 
 def is_cpu(target: Target | None) -> bool:
@@ -37,18 +37,3 @@ def split_factor(extent: int, want: int) -> int:
         if extent % factor == 0:
             return factor
     return 1
-
-
-def rfactor_rows(
-    sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int
-) -> tuple[s_tir.schedule.SBlockRV, s_tir.schedule.SBlockRV]:
-    """Split the last (reduction) loop of ``block`` by ``lanes`` and rfactor the inner part.
-
-    Returns ``(rf, writeback)``: ``rf`` accumulates ``lanes`` partial sums (its innermost loop is
-    ready to vectorize), ``writeback`` adds them up.
-    """
-    loops = sch.get_loops(block)
-    k = loops[-1]
-    _, k_inner = sch.split(k, [None, lanes])
-    rf = sch.rfactor(k_inner, factor_axis=0)
-    return rf, block

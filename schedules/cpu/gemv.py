@@ -25,7 +25,7 @@ from tvm import s_tir, tirx
 from tvm.target import Target
 
 from bitnet_tvm.schedules import attrs
-from bitnet_tvm.schedules.cpu.common import BitnetCPURule, rfactor_rows, split_factor
+from bitnet_tvm.schedules.cpu.common import BitnetCPURule, split_factor
 
 __all__ = ["GemvKnobs", "TernaryGemv"]
 
@@ -72,10 +72,12 @@ class TernaryGemv(BitnetCPURule):
         if m_hint is not None and m_hint > self.knobs.max_m:
             return None
         sch = s_tir.Schedule(func)
-        sch.compute_inline(sch.get_sblock("decode"))
         if attrs.get_op(func) in _GATE_UP:
+            sch.compute_inline(sch.get_sblock("decode_gate"))
+            sch.compute_inline(sch.get_sblock("decode_up"))
             self._gate_up(sch, func)
         else:
+            sch.compute_inline(sch.get_sblock("decode"))
             self._dense(sch, func)
         return sch
 
@@ -87,33 +89,70 @@ class TernaryGemv(BitnetCPURule):
         sch.parallel(n_outer)
         return n_outer, n_inner, m
 
-    def _reduce(self, sch, block, k: int, anchor, depth: int) -> None:
+    def _reduce(self, sch, block, k: int, anchor, depth: int, packed: bool) -> None:
         """rfactor ``block`` along K, move both halves under ``anchor`` (loop number ``depth``),
-        vectorize the partial-sum lanes."""
-        rf, writeback = rfactor_rows(sch, block, split_factor(k, self.knobs.lanes))
-        sch.compute_at(writeback, anchor)
+        vectorize the partial-sum lanes.
+
+        ``packed`` (2-bit layout, ``lanes`` divides K): lane ``j * lanes/4 + b`` sums code ``j``
+        of packed byte ``b`` of each K chunk, so a vector reads ``lanes/4`` contiguous weight
+        bytes and shifts them by the constant ``2 j``; the activations are permuted to match
+        once per call (see :meth:`_permute_x`).  Otherwise lane ``l`` sums ``k % lanes == l``.
+        """
+        k_loop = sch.get_loops(block)[-1]
+        if packed:
+            _, k_byte, k_code = sch.split(k_loop, [None, self.knobs.lanes // 4, 4])
+            sch.reorder(k_code, k_byte)
+            lanes = sch.fuse(k_code, k_byte)
+        else:
+            _, lanes = sch.split(k_loop, [None, split_factor(k, self.knobs.lanes)])
+        rf = sch.rfactor(lanes, factor_axis=0)
+        sch.compute_at(block, anchor)
         sch.compute_at(rf, anchor)
         # compute_at regenerates the non-unit loops in block-iter order: lanes, then K outer.
         inner = sch.get_loops(rf)[depth:]
-        k_inner = inner[0]
-        if len(inner) == 1:  # K fits in one vector of lanes: no K outer loop
-            sch.vectorize(k_inner)
-            return
-        k_outer = inner[1]
-        sch.reorder(k_outer, k_inner)
-        sch.vectorize(k_inner)
-        if self.knobs.unroll:
-            sch.annotate(k_outer, "pragma_auto_unroll_max_step", self.knobs.unroll)
-        sch.decompose_reduction(rf, k_outer)
+        if len(inner) == 2:
+            k_outer, lane = inner[1], inner[0]
+            sch.reorder(k_outer, lane)
+        else:  # K fits in one vector of lanes: no K outer loop
+            k_outer, lane = None, inner[0]
+        if packed:
+            code, lane = sch.split(lane, [4, None])
+            sch.unroll(code)
+        sch.vectorize(lane)
+        if k_outer is not None:
+            if self.knobs.unroll:
+                sch.annotate(k_outer, "pragma_auto_unroll_max_step", self.knobs.unroll)
+            sch.decompose_reduction(rf, k_outer)
+        return rf
+
+    def _permute_x(self, sch, rf_blocks: list) -> None:
+        """Copy ``x_q`` once per call into ``[M, K/lanes, 4, lanes/4]`` order (lane order)."""
+        block = rf_blocks[0]
+        reads = [region.source.name for region in sch.get(block).reads]
+        cache = sch.cache_read(block, reads.index("x_q"), "global", consumer_blocks=rf_blocks)
+        step = self.knobs.lanes
+        sch.transform_layout(
+            cache, ("write", 0), lambda m, k: (m, k // step, k % 4, (k % step) // 4)
+        )
+
+    def _packed(self, func: tirx.PrimFunc, k: int) -> bool:
+        layout = str(func.attrs[attrs.LAYOUT])
+        return layout == "2bit" and self.knobs.lanes % 4 == 0 and k % self.knobs.lanes == 0
 
     def _dense(self, sch: s_tir.Schedule, func: tirx.PrimFunc) -> None:
         k = attrs.get_int(func, attrs.K)
+        packed = self._packed(func, k)
         _, _, m = self._row_loops(sch, sch.get_sblock("epilogue"))
-        self._reduce(sch, sch.get_sblock("matmul"), k, m, 3)
+        rf = self._reduce(sch, sch.get_sblock("matmul"), k, m, 3, packed)
+        if packed:
+            self._permute_x(sch, [rf])
 
     def _gate_up(self, sch: s_tir.Schedule, func: tirx.PrimFunc) -> None:
         k = attrs.get_int(func, attrs.K)
+        packed = self._packed(func, k)
         _, _, m = self._row_loops(sch, sch.get_sblock("glu"))
-        self._reduce(sch, sch.get_sblock("up"), k, m, 3)
+        up = self._reduce(sch, sch.get_sblock("up"), k, m, 3, packed)
         sch.compute_at(sch.get_sblock("gate_scale"), m)
-        self._reduce(sch, sch.get_sblock("gate"), k, m, 3)
+        gate = self._reduce(sch, sch.get_sblock("gate"), k, m, 3, packed)
+        if packed:
+            self._permute_x(sch, [gate, up])

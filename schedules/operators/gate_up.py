@@ -11,14 +11,15 @@ gate row first turns it into a branch that skips the whole up row where ``relu(g
 (``g <= 0``).  Then ``acc_u`` is 0, ``u`` is 0 and ``h`` is +0.0, where the reference gives
 ``0 * u`` (+0.0 or -0.0): equal under ``np.array_equal``; every other element is bit-identical.
 
-Blocks: ``decode`` (``w_tern[2I, K]`` int8), ``gate`` (int32 reduction), ``gate_scale``
-(``g = float32(acc_g) * x_scale * alpha[i]``), ``up`` (conditional int32 reduction), ``glu``.
+Blocks: ``decode_gate`` / ``decode_up`` (``w_gate`` / ``w_up``, int8 ``[I, K]``), ``gate``
+(int32 reduction), ``gate_scale`` (``g = float32(acc_g) * x_scale * alpha[i]``), ``up``
+(conditional int32 reduction), ``glu``.
 """
 
 from __future__ import annotations
 
 from tvm import tirx
-from tvm.script import tirx as T
+from tvm.script import tirx as T  # noqa: N812
 
 from bitnet_tvm.schedules import attrs
 from bitnet_tvm.schedules.layouts import WeightLayout
@@ -76,21 +77,26 @@ def ternary_gate_up(
         x_q = T.match_buffer(var_x_q, (M, K_), "int8")
         x_scale = T.match_buffer(var_x_scale, (M, T.int64(1)), "float32")
         h = T.match_buffer(var_h, (M, I_), "float32")
-        w_tern = T.sblock_alloc_buffer((I2, K_), "int8")
+        w_gate = T.sblock_alloc_buffer((I_, K_), "int8")
+        w_up = T.sblock_alloc_buffer((I_, K_), "int8")
         acc_g = T.sblock_alloc_buffer((M, I_), "int32")
         g = T.sblock_alloc_buffer((M, I_), "float32")
         acc_u = T.sblock_alloc_buffer((M, I_), "int32")
-        for vn_, vk_ in T.grid(I2, K_):
-            with T.sblock("decode"):
+        for vn_, vk_ in T.grid(I_, K_):
+            with T.sblock("decode_gate"):
                 vn, vk = T.axis.remap("SS", [vn_, vk_])
-                w_tern[vn, vk] = T.Cast("int8", code(w, vn, vk) - 1)
+                w_gate[vn, vk] = T.Cast("int8", code(w, vn, vk) - 1)
+        for vn_, vk_ in T.grid(I_, K_):
+            with T.sblock("decode_up"):
+                vn, vk = T.axis.remap("SS", [vn_, vk_])
+                w_up[vn, vk] = T.Cast("int8", code(w, vn + I_, vk) - 1)
         for m, ii, kk in T.grid(M, I_, K_):
             with T.sblock("gate"):
                 vm, vi, vk = T.axis.remap("SSR", [m, ii, kk])
                 with T.init():
                     acc_g[vm, vi] = 0
                 acc_g[vm, vi] = acc_g[vm, vi] + T.Cast("int32", x_q[vm, vk]) * T.Cast(
-                    "int32", w_tern[vi, vk]
+                    "int32", w_gate[vi, vk]
                 )
         for m, ii in T.grid(M, I_):
             with T.sblock("gate_scale"):
@@ -103,15 +109,15 @@ def ternary_gate_up(
                     acc_u[vm, vi] = 0
                 acc_u[vm, vi] = acc_u[vm, vi] + T.if_then_else(
                     g[vm, vi] > T.float32(0),
-                    T.Cast("int32", x_q[vm, vk]) * T.Cast("int32", w_tern[vi + I_, vk]),
+                    T.Cast("int32", x_q[vm, vk]) * T.Cast("int32", w_up[vi, vk]),
                     0,
                 )
         for m, ii in T.grid(M, I_):
             with T.sblock("glu"):
                 vm, vi = T.axis.remap("SS", [m, ii])
-                h[vm, vi] = (
-                    T.max(g[vm, vi], T.float32(0)) * T.max(g[vm, vi], T.float32(0))
-                ) * (T.Cast("float32", acc_u[vm, vi]) * x_scale[vm, T.int64(0)] * alpha[vi + I_])
+                h[vm, vi] = (T.max(g[vm, vi], T.float32(0)) * T.max(g[vm, vi], T.float32(0))) * (
+                    T.Cast("float32", acc_u[vm, vi]) * x_scale[vm, T.int64(0)] * alpha[vi + I_]
+                )
 
     op = attrs.OpName.TERNARY_INT4_GATE_UP if act_bits == 4 else attrs.OpName.TERNARY_INT8_GATE_UP
     func_attrs = matmul_attrs(op, i, k, layout, act_bits)

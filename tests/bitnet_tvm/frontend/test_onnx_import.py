@@ -147,7 +147,9 @@ class _LogitsOnly(nn.Module):
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        return self.model(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+        ).logits
 
 
 def _export_hf(form: str, path: Path, layers: int = LAYERS) -> Path:
@@ -162,7 +164,10 @@ def _export_hf(form: str, path: Path, layers: int = LAYERS) -> Path:
 def _hf_feeds(rng: np.random.Generator, batch: int, seq: int) -> dict[str, np.ndarray]:
     mask = np.ones((batch, seq), dtype=np.int64)
     mask[-1, :2] = 0  # left padding on the last row
-    return {"input_ids": rng.integers(0, VOCAB, (batch, seq)).astype(np.int64), "attention_mask": mask}
+    return {
+        "input_ids": rng.integers(0, VOCAB, (batch, seq)).astype(np.int64),
+        "attention_mask": mask,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +177,10 @@ def hf_float(tmp_path_factory) -> Path:
 
 def test_hf_bitnet_float_matches_onnxruntime(hf_float: Path) -> None:
     mod = import_onnx(hf_float)
-    assert symbolic_input_shapes(mod) == {"input_ids": ["batch", "seq"], "attention_mask": ["batch", "seq"]}
+    assert symbolic_input_shapes(mod) == {
+        "input_ids": ["batch", "seq"],
+        "attention_mask": ["batch", "seq"],
+    }
     assert _ret_shape(mod) == ["batch", "seq", str(VOCAB)]
     vm = _compile(mod)
     rng = np.random.default_rng(0)
@@ -307,7 +315,9 @@ def torch_block(tmp_path_factory) -> Path:
     past_len = torch.export.Dim("past", min=0, max=120)
     dyn = {"input_ids": {0: batch, 1: seq}, **{n: {0: batch, 2: past_len} for n in _CACHE_IN}}
     path = tmp_path_factory.mktemp("block") / "tiny_llama.onnx"
-    return _export(model, (ids, *past), path, dyn, ["input_ids", *_CACHE_IN], ["logits", *_CACHE_OUT])
+    return _export(
+        model, (ids, *past), path, dyn, ["input_ids", *_CACHE_IN], ["logits", *_CACHE_OUT]
+    )
 
 
 def test_torch_block_prefill_and_decode_match_onnxruntime(torch_block: Path) -> None:
@@ -325,9 +335,9 @@ def test_torch_block_prefill_and_decode_match_onnxruntime(torch_block: Path) -> 
         cache = [np.zeros((batch, KV_HEADS, 0, HEAD_DIM), np.float32) for _ in _CACHE_IN]
         for seq in [prompt, 1, 1]:
             feeds = {"input_ids": rng.integers(0, VOCAB, (batch, seq)).astype(np.int64)}
-            feeds.update(zip(_CACHE_IN, cache))
+            feeds.update(zip(_CACHE_IN, cache, strict=True))
             ref, out = _run_both(torch_block, vm, feeds)
-            for name, r, o in zip(["logits", *_CACHE_OUT], ref, out):
+            for name, r, o in zip(["logits", *_CACHE_OUT], ref, out, strict=True):
                 assert o.shape == r.shape, name
                 np.testing.assert_allclose(o, r, rtol=0, atol=FLOAT_TOL, err_msg=name)
             cache = ref[1:]
@@ -336,7 +346,7 @@ def test_torch_block_prefill_and_decode_match_onnxruntime(torch_block: Path) -> 
 # ----------------------------------------------------------------------------- converter fallbacks
 
 
-def _dynamic_slice_graph(declare: bool) -> onnx.ModelProto:
+def _dynamic_slice_graph(declare: bool, stop_at_expand: bool = False) -> onnx.ModelProto:
     """``Reshape(Expand(Unsqueeze(Slice(x, 0, k)), [n, 3, 4]), [0, -1])``, x: [n, 4], k: runtime.
 
     ``Slice`` with a runtime ``ends`` tensor becomes ``dynamic_strided_slice``,
@@ -360,6 +370,9 @@ def _dynamic_slice_graph(declare: bool) -> onnx.ModelProto:
         helper.make_tensor("flat", i64, [2], [0, -1]),
     ]
     value_info = [helper.make_tensor_value_info("sliced", f32, ["n", 4])] if declare else []
+    output = helper.make_tensor_value_info("out", f32, ["n", 12])
+    if stop_at_expand:
+        nodes, output = nodes[:-1], helper.make_tensor_value_info("expanded", f32, None)
     graph = helper.make_graph(
         nodes,
         "dynamic_slice",
@@ -367,7 +380,7 @@ def _dynamic_slice_graph(declare: bool) -> onnx.ModelProto:
             helper.make_tensor_value_info("x", f32, ["n", 4]),
             helper.make_tensor_value_info("k", i64, [1]),
         ],
-        [helper.make_tensor_value_info("out", f32, ["n", 12])],
+        [output],
         initializer=inits,
         value_info=value_info,
     )
@@ -390,8 +403,38 @@ def test_shape_recovered_after_dynamic_slice(declare: bool) -> None:
 def test_expand_of_shapeless_input_imports_without_recovery() -> None:
     # The stock Expand converter raises TypeError on a shapeless input; ours
     # broadcasts at run time and keeps the rank.
-    mod = import_onnx(_dynamic_slice_graph(False), recover_shapes=False)
-    assert mod["main"].ret_ty.ndim == 2
+    model = _dynamic_slice_graph(False, stop_at_expand=True)
+    mod = import_onnx(model, recover_shapes=False)
+    assert mod["main"].ret_ty.ndim == 3
+
+
+def test_constant_attribute_forms() -> None:
+    # dynamo exports with optimize=False use value_ints / value_float, and may
+    # use an empty value_ints, which the stock frontend cannot even parse.
+    consts = [
+        helper.make_node("Constant", [], ["c_ints"], name="c0", value_ints=[2, 2]),
+        helper.make_node("Constant", [], ["c_empty"], name="c1"),
+        helper.make_node("Constant", [], ["c_float"], name="c2", value_float=0.5),
+    ]
+    empty = helper.make_attribute("value_ints", [], attr_type=onnx.AttributeProto.INTS)
+    consts[1].attribute.append(empty)
+    nodes = [
+        *consts,
+        helper.make_node("Concat", ["c_ints", "c_empty"], ["shape"], name="cat", axis=0),
+        helper.make_node("Reshape", ["x", "shape"], ["r"], name="reshape"),
+        helper.make_node("Mul", ["r", "c_float"], ["y"], name="mul"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "consts",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    vm = _compile(import_onnx(model))
+    x = np.arange(4, dtype=np.float32)
+    out = vm["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_array_equal(out, 0.5 * x.reshape(2, 2))
 
 
 # ----------------------------------------------------------------------------- errors
@@ -400,13 +443,13 @@ def test_expand_of_shapeless_input_imports_without_recovery() -> None:
 def test_malformed_file_names_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "garbage.onnx"
     bad.write_bytes(b"\xff\xfe this is not protobuf \x00\x01")
-    with pytest.raises(MalformedModelError, match="garbage.onnx"):
+    with pytest.raises(MalformedModelError, match=r"garbage\.onnx"):
         import_onnx(bad)
     empty = tmp_path / "empty.onnx"
     empty.write_bytes(b"")
-    with pytest.raises(ValueError, match="empty.onnx"):
+    with pytest.raises(ValueError, match=r"empty\.onnx"):
         import_onnx(empty)
-    with pytest.raises(FileNotFoundError, match="nowhere.onnx"):
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.onnx"):
         import_onnx(tmp_path / "nowhere.onnx")
     with pytest.raises(TypeError, match="ModelProto"):
         import_onnx(42)  # type: ignore[arg-type]
@@ -428,7 +471,9 @@ def _tiny_graph(op_type: str = "Relu", opset: int = 18, domain: str = "") -> onn
 
 def test_unsupported_op_names_node_and_op() -> None:
     model = _tiny_graph("FancyTernaryGemm", domain="com.example")
-    with pytest.raises(UnsupportedOperatorError, match=r"'the_node'.*'FancyTernaryGemm'.*com\.example"):
+    with pytest.raises(
+        UnsupportedOperatorError, match=r"'the_node'.*'FancyTernaryGemm'.*com\.example"
+    ):
         import_onnx(model)
 
 
@@ -448,7 +493,9 @@ def test_missing_external_data_names_the_file(tmp_path: Path) -> None:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     path = tmp_path / "ext.onnx"
-    onnx.save(model, str(path), save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
+    onnx.save(
+        model, str(path), save_as_external_data=True, location="ext.onnx.data", size_threshold=0
+    )
     mod = import_onnx(path)  # present: imports fine
     assert symbolic_input_shapes(mod) == {"x": ["n", 4]}
     (tmp_path / "ext.onnx.data").unlink()
