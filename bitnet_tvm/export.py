@@ -112,8 +112,8 @@ def export_onnx(
     model : BitNetForCausalLM
         The model; it is not modified (a copy is exported in eval mode).
     path : path-like
-        Target ``.onnx`` file; its directory must exist.  An external data file
-        (``<name>.data``) is written next to it only for models over 1 GiB.
+        Target ``.onnx`` file; its directory must exist.  Weights go to an external data file
+        beside it (named by torch after the file) only for models over 1 GiB.
     with_past : bool
         Add ``past_key.{i}`` / ``past_value.{i}`` inputs (the decode graph).
     weights : {"master", "ternary"}

@@ -29,8 +29,10 @@ Conventions (float32 throughout, ``np.rint`` = round half to even, as ``torch.ro
 * KV cache (our choice where the paper is silent): per (token, head) absmax over head_dim,
   symmetric levels ``-L..L`` with ``L = 2**(bits-1) - 1`` (4-bit: +-7, 3-bit: +-3), stored as
   the unsigned code ``q + 2**(bits-1)`` ("unsigned integers using absmax"); scale
-  ``max(absmax, eps) / L``.  4-bit codes pack 2 per byte, 3-bit codes 8 per 3 bytes
-  (a little-endian 24-bit word), along head_dim.
+  ``(absmax + eps) / L`` (the eps is added, as in the a4.8 quantizers: V rows are often
+  integer multiples of one factor, and a clamped scale would put many codes exactly on rounding
+  ties, where the last bit of the scale decides).  4-bit codes pack 2 per byte, 3-bit codes
+  8 per 3 bytes (a little-endian 24-bit word), along head_dim.
 """
 
 from __future__ import annotations
@@ -532,12 +534,12 @@ def quantize_kv(x: np.ndarray, bits: int, eps: float = EPS) -> tuple[np.ndarray,
     -------
     q : ndarray of int8, values in ``[-L, L]``, ``L = 2**(bits-1) - 1``
     scale : ndarray of float32, shape ``[..., 1]``
-        ``max(absmax, eps) / L``; ``x ~ q * scale``.
+        ``(absmax + eps) / L``; ``x ~ q * scale``.
     """
     x = _float_array(x, "x")
     levels = _kv_levels(bits)
     amax = np.max(np.abs(x), axis=-1, keepdims=True)
-    return _quantize_rows(x, amax, float(levels), -levels, levels, EpsMode.CLAMP, eps)
+    return _quantize_rows(x, amax, float(levels), -levels, levels, EpsMode.ADD, eps)
 
 
 def dequantize_kv(q: np.ndarray, scale: np.ndarray) -> np.ndarray:

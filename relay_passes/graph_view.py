@@ -113,10 +113,42 @@ class GraphView:
         return value.value.numpy() if isinstance(value, tvm.ir.GenericConst) else None
 
     def strip_casts(self, expr: relax.Expr) -> relax.Expr:
-        """``expr`` below any chain of ``astype`` (exporters round-trip codes through int8)."""
+        """``expr`` below any chain of ``astype`` (exporters round-trip codes through int8),
+        including the ONNX frontend's emulation of a float -> int8 ``Cast``::
+
+            v = bitwise_and(astype(where(logical_not(isfinite(x)), 0, x), int32), 255)
+            astype(where(v >= 128, v - 256, v), int8)
+
+        which is the identity on the integer-valued, already clipped codes it is applied to.
+        """
         while (call := self.call(expr, "astype")) is not None:
-            expr = call.args[0]
+            unwrapped = self._int8_wrap(call.args[0])
+            expr = call.args[0] if unwrapped is None else unwrapped
         return expr
+
+    def _int8_wrap(self, expr: relax.Expr) -> relax.Expr | None:
+        """``x`` if ``expr`` is the frontend's int8 wrap-around of ``x`` (see strip_casts)."""
+        where = self.call(expr, "where")
+        if where is None or (ge := self.call(where.args[0], "greater_equal")) is None:
+            return None
+        v = ge.args[0]
+        sub = self.call(where.args[1], "subtract")
+        if not (self.scalar(ge.args[1]) == 128 and sub is not None and self.same(sub.args[0], v)):
+            return None
+        if self.scalar(sub.args[1]) != 256 or not self.same(where.args[2], v):
+            return None
+        band = self.call(v, "bitwise_and")
+        if band is None or self.scalar(band.args[1]) != 255:
+            return None
+        cast = self.call(band.args[0], "astype")
+        guard = self.call(cast.args[0], "where") if cast is not None else None
+        if guard is None or self.scalar(guard.args[1]) != 0.0:
+            return None
+        nan = self.call(guard.args[0], "logical_not")
+        fin = self.call(nan.args[0], "isfinite") if nan is not None else None
+        if fin is None or not self.same(fin.args[0], guard.args[2]):
+            return None
+        return guard.args[2]
 
     def clip(self, expr: relax.Expr) -> tuple[relax.Expr, float, float] | None:
         """``(x, lo, hi)`` if ``expr`` clips ``x`` to constant bounds, in any spelling."""

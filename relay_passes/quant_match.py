@@ -8,7 +8,7 @@ Activation quantizer (per token, ``q`` is integer-valued float)::
 
     stat  = max(abs(x), axis=-1, keepdims) | mean(abs(x), axis=-1, keepdims)
     guard = stat + eps | maximum(stat, eps) | clip(stat, eps, big)
-    mult  = L / guard                                   L = 127 (absmax) or sqrt(7) (absmean)
+    mult  = L / guard | (1 / guard) * L                 L = 127 (absmax) or sqrt(7) (absmean)
     q     = clip(round(x * mult), lo, hi)   [astype int8 -> astype float32]
 
 Dequantization, one of::
@@ -116,6 +116,26 @@ def _topk(g: GraphView, expr: relax.Expr) -> tuple[relax.Expr, float] | None:
     return match_topk_mask(g, expr)
 
 
+def _levels_over(g: GraphView, mult: relax.Expr) -> tuple[float, relax.Expr] | None:
+    """``(L, guard)`` if ``mult`` is ``L / guard``, ``(1 / guard) * L`` or ``rsqrt``-free kin."""
+    div = g.call(mult, "divide")
+    if div is not None and (levels := g.scalar(div.args[0])) is not None:
+        return levels, div.args[1]
+    mul = g.call(mult, "multiply")
+    if mul is None:
+        return None
+    for inv, lv in ((mul.args[0], mul.args[1]), (mul.args[1], mul.args[0])):
+        levels = g.scalar(lv)
+        if levels is None:
+            continue
+        recip = g.call(inv, "divide")
+        if recip is not None and g.scalar(recip.args[0]) == 1.0:
+            return levels, recip.args[1]
+        if (recip := g.call(inv, "reciprocal")) is not None:
+            return levels, recip.args[0]
+    return None
+
+
 def match_quantizer(g: GraphView, expr: relax.Expr) -> ActMatch | None:
     """Recognize ``expr`` as ``clip(round(x * mult))`` (under casts) of a per-token quantizer."""
     clipped = g.clip(g.strip_casts(expr))
@@ -126,10 +146,11 @@ def match_quantizer(g: GraphView, expr: relax.Expr) -> ActMatch | None:
     if mul is None:
         return None
     for x, mult in ((mul.args[0], mul.args[1]), (mul.args[1], mul.args[0])):
-        div = g.call(mult, "divide")
-        if div is None or (levels := g.scalar(div.args[0])) is None:
+        found = _levels_over(g, mult)
+        if found is None:
             continue
-        guard = _guard(g, div.args[1])
+        levels, guard_expr = found
+        guard = _guard(g, guard_expr)
         if guard is None or not g.same(guard[1], x):
             continue
         method, _, eps_mode, eps = guard
@@ -142,7 +163,7 @@ def match_quantizer(g: GraphView, expr: relax.Expr) -> ActMatch | None:
         if (found := _topk(g, x)) is not None:
             source, topk = found
         act = ActQuant(method, bits=bits, topk=topk, eps_mode=eps_mode, eps=eps)
-        return ActMatch(source, act, expr, mult, div.args[1])
+        return ActMatch(source, act, expr, mult, guard_expr)
     return None
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bitnet_tvm.model.quant import quantize_activation, quantize_weight_ternary
@@ -102,7 +101,7 @@ class BitLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, a_scale = self.act_quant(x)
         w, w_scale = self.quantized_weight()
-        y = F.linear(a, w)
+        y = nn.functional.linear(a, w)
         if a_scale is not None:
             y = y * a_scale
         if w_scale is not None:
@@ -110,4 +109,5 @@ class BitLinear(nn.Linear):
         return y
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, site={self.site}, ternary={self.ternary}, frozen={self.frozen}"
+        flags = f"site={self.site}, ternary={self.ternary}, frozen={self.frozen}"
+        return f"{super().extra_repr()}, {flags}"

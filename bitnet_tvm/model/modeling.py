@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bitnet_tvm.model.config import BitNetConfig
@@ -217,7 +216,7 @@ class BitNetForCausalLM(nn.Module):
             if not isinstance(past, tuple | list) or len(past) != cfg.num_hidden_layers:
                 raise ValueError(
                     f"past_key_values must hold {cfg.num_hidden_layers} (key, value) pairs, "
-                    f"got {type(past).__name__} of length {len(past) if hasattr(past, '__len__') else '?'}"
+                    f"got {type(past).__name__} of length {len(past)}"
                 )
             want = (cfg.num_key_value_heads, cfg.head_dim)
             for i, pair in enumerate(past):
@@ -288,4 +287,4 @@ class BitNetForCausalLM(nn.Module):
             presents.append(present)
         h = self.norm(h)
         head = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(h, head), tuple(presents)
+        return nn.functional.linear(h, head), tuple(presents)

@@ -1,4 +1,4 @@
-"""Torch fake quantizers with straight-through gradients, bit-exact with :mod:`bitnet_tvm.reference`.
+"""Torch fake quantizers with straight-through gradients, bit-exact with the NumPy reference.
 
 Each quantizer returns integer codes (held in float32 tensors, so that the matmuls that follow
 stay in float and export to plain ONNX ops) and the float32 scale that dequantizes them.  The
@@ -7,7 +7,7 @@ float32 operation order is the reference's, step for step:
 * activations: ``d = guard(stat)`` (``stat + eps`` or ``max(stat, eps)``), multiplier
   ``s = L / d``, ``q = clamp(round(x * s), qmin, qmax)``, scale ``d / L``;
 * weights: ``alpha = max(mean|w|, eps)``, ``q = clamp(round(w / alpha), -1, 1)``;
-* KV: absmax per (token, head), ``max(absmax, eps)`` guard, levels ``+-(2**(bits-1) - 1)``.
+* KV: absmax per (token, head), ``absmax + eps`` guard, levels ``+-(2**(bits-1) - 1)``.
 
 Constants are float32 tensors, never Python doubles, so no step is promoted to float64.  Max
 reductions are exact; mean reductions may sum in a different order than NumPy's pairwise sum, so
@@ -176,12 +176,12 @@ def quantize_kv(x: torch.Tensor, bits: int, eps: float = EPS) -> tuple[torch.Ten
     codes : Tensor of float32
         Integers in ``[-L, L]``, ``L = 2**(bits-1) - 1``; STE gradient to ``x``.
     scale : Tensor of float32, shape ``[..., 1]``
-        ``max(absmax, eps) / L``.
+        ``(absmax + eps) / L``.
     """
     _check_float(x, "x")
     levels = _kv_levels(bits)
     amax = x.abs().amax(dim=-1, keepdim=True)
-    return _quantize_rows(x, amax, float(levels), -levels, levels, EpsMode.CLAMP, eps)
+    return _quantize_rows(x, amax, float(levels), -levels, levels, EpsMode.ADD, eps)
 
 
 def fake_quantize_kv(x: torch.Tensor, bits: int, eps: float = EPS) -> torch.Tensor:

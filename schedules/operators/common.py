@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tvm import tirx
-from tvm.script import tirx as T  # noqa: N812
+from tvm.script import tirx as T
 
 from bitnet_tvm.schedules import attrs
 from bitnet_tvm.schedules.layouts import WeightLayout, packed_shape

@@ -19,7 +19,7 @@ Blocks: ``decode_gate`` / ``decode_up`` (``w_gate`` / ``w_up``, int8 ``[I, K]``)
 from __future__ import annotations
 
 from tvm import tirx
-from tvm.script import tirx as T  # noqa: N812
+from tvm.script import tirx as T
 
 from bitnet_tvm.schedules import attrs
 from bitnet_tvm.schedules.layouts import WeightLayout

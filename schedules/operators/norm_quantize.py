@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from tvm import tirx
 from tvm.script.ir_builder import IRBuilder
-from tvm.tirx.script import builder as T  # noqa: N812
+from tvm.tirx.script import builder as T
 
 from bitnet_tvm.reference import topk_count
 from bitnet_tvm.schedules import attrs

@@ -17,7 +17,7 @@ number of tokens; N and K are static.
 from __future__ import annotations
 
 from tvm import tirx
-from tvm.script import tirx as T  # noqa: N812
+from tvm.script import tirx as T
 
 from bitnet_tvm.schedules import attrs
 from bitnet_tvm.schedules.layouts import WeightLayout

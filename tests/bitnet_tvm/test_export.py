@@ -80,15 +80,20 @@ def test_export_matches_torch(tmp_path, scheme, weights, with_past):
 
 
 def test_shapes_are_dynamic(tmp_path):
-    """Two layers, with past: batch, sequence and past length all vary at run time."""
-    model = _model("a4.8", layers=2, seed=3)
+    """Two layers, with past: batch, sequence and past length (0 included) vary at run time.
+
+    Scheme ``fp`` has no quantizer, hence no rounding ties: ORT matches torch to float rounding
+    (observed ~1e-7) in every shape.  The quantized schemes are checked on other shapes than
+    their export example by ``test_export_matches_torch``.
+    """
+    model = _model("fp", layers=2, seed=3)
     path = export_onnx(model, tmp_path / "dec.onnx", with_past=True, verify=False)
     sess = ort.InferenceSession(str(path))
     for batch, seq, past_len in [(1, 1, 0), (4, 1, 9), (3, 6, 2)]:
         out, logits, presents = _run(sess, model, batch, seq, past_len)
         assert out[0].shape == (batch, seq, 256)
         assert out[1].shape == (batch, 2, past_len + seq, 16)
-        assert np.abs(out[0] - logits).max() <= DEFAULT_LOGITS_TOL * np.abs(logits).max()
+        np.testing.assert_allclose(out[0], logits, rtol=0, atol=1e-5 * np.abs(logits).max())
         for got, want in zip(out[1:], presents, strict=True):
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
 

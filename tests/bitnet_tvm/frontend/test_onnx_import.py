@@ -41,6 +41,7 @@ from bitnet_tvm.frontend import (
     import_onnx,
     symbolic_input_shapes,
 )
+from bitnet_tvm.hf_export import HFTinyConfig, export_hf_bitnet
 
 VOCAB, HIDDEN, HEADS, KV_HEADS, FFN, LAYERS = 128, 64, 4, 2, 160, 2
 HEAD_DIM = HIDDEN // HEADS
@@ -87,78 +88,9 @@ def _export(module: nn.Module, args: tuple, path: Path, dynamic_shapes, inputs, 
 # ----------------------------------------------------------------------------- HF BitNet
 
 
-def _tiny_hf_bitnet(form: str, layers: int = LAYERS) -> nn.Module:
-    """Tiny random ``BitNetForCausalLM`` (GQA, eager attention) in one of three forms.
-
-    ``float``: plain ``nn.Linear`` (the model without a quantization config).
-    ``packed``: ``BitLinear`` with 2-bit ternary weights packed in uint8 and a
-    weight scale, as in HF BitNet checkpoints. ``online``: ``AutoBitLinear``
-    that ternarises the float weight inside the graph. The quantised forms are
-    built with ``transformers.integrations.bitnet.replace_with_bitnet_linear``,
-    with no download.
-    """
-    from transformers import BitNetConfig, BitNetForCausalLM
-    from transformers.integrations import bitnet as hf_bitnet
-    from transformers.utils.quantization_config import BitNetQuantConfig
-
-    torch.manual_seed(0)
-    config = BitNetConfig(
-        vocab_size=VOCAB,
-        hidden_size=HIDDEN,
-        intermediate_size=FFN,
-        num_hidden_layers=layers,
-        num_attention_heads=HEADS,
-        num_key_value_heads=KV_HEADS,
-        max_position_embeddings=128,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    config._attn_implementation = "eager"
-    model = BitNetForCausalLM(config).eval()
-    if form == "float":
-        return model
-    quant = BitNetQuantConfig(
-        linear_class="autobitlinear" if form == "online" else "bitlinear",
-        quantization_mode="online" if form == "online" else "offline",
-    )
-    saved = {k: v.detach().clone() for k, v in [*model.named_parameters(), *model.named_buffers()]}
-    model = hf_bitnet.replace_with_bitnet_linear(
-        model, modules_to_not_convert=["lm_head"], quantization_config=quant
-    ).to_empty(device="cpu")
-    with torch.no_grad():
-        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-            old = saved.get(name)
-            if old is not None and old.shape == tensor.shape and old.dtype == tensor.dtype:
-                tensor.copy_(old)
-        for name, module in model.named_modules():
-            if isinstance(module, hf_bitnet.BitLinear):
-                weight = saved[name + ".weight"]
-                scale = weight.abs().mean().clamp(min=1e-5)
-                ternary = (weight / scale).round().clamp(-1, 1)
-                module.weight.copy_(hf_bitnet.pack_weights(ternary))
-                module.weight_scale.fill_(1.0 / scale)
-    return model.eval()
-
-
-class _LogitsOnly(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(
-            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
-        ).logits
-
-
 def _export_hf(form: str, path: Path, layers: int = LAYERS) -> Path:
-    wrapper = _LogitsOnly(_tiny_hf_bitnet(form, layers)).eval()
-    ids = torch.randint(0, VOCAB, (2, 7))
-    mask = torch.ones(2, 7, dtype=torch.int64)
-    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
-    dyn = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
-    return _export(wrapper, (ids, mask), path, dyn, ["input_ids", "attention_mask"], ["logits"])
+    config = HFTinyConfig(VOCAB, HIDDEN, FFN, layers, HEADS, KV_HEADS)
+    return export_hf_bitnet(form, path, config)
 
 
 def _hf_feeds(rng: np.random.Generator, batch: int, seq: int) -> dict[str, np.ndarray]:

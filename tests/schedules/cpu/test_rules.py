@@ -9,7 +9,7 @@ import pytest
 import tvm
 import tvm_ffi
 from tvm.s_tir.dlight import ApplyDefaultSchedule
-from tvm.script import tirx as T  # noqa: N812
+from tvm.script import tirx as T
 
 from bitnet_tvm import reference
 from bitnet_tvm.schedules import attrs
