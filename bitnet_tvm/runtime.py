@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import tvm
 import tvm.runtime
+import tvm.runtime.vm
 
 from bitnet_tvm.errors import BitnetError
 

@@ -79,7 +79,7 @@ class GraphView:
                 and len(stack.args[0].fields) == 2
             ):
                 a, b = stack.args[0].fields
-                return self._unbroadcast(a), self._unbroadcast(b)
+                return self.unbroadcast(a), self.unbroadcast(b)
         value = self.value(expr)
         if not (isinstance(value, relax.Call) and op_name(value) == "relax.call_tir"):
             return None
@@ -93,7 +93,7 @@ class GraphView:
             return None
         return args.fields[0], args.fields[1]
 
-    def _unbroadcast(self, expr: relax.Expr) -> relax.Expr:
+    def unbroadcast(self, expr: relax.Expr) -> relax.Expr:
         """The operand of a ``broadcast_to`` (implicit in elementwise ops), else ``expr``."""
         call = self.call(expr, "broadcast_to")
         return call.args[0] if call is not None else expr

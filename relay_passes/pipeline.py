@@ -6,8 +6,9 @@ Phases (each a list, run in order; ``dump_dir`` writes the IR after each phase):
 2. ``bitlinear`` -- BitLinears become quantize + fused ternary matmul; shared quantizers are
                     merged; projections sharing an input are fused (QKV, gate/up + GLU);
                     RMSNorm is folded into the quantizer it feeds.
-3. ``legalize``  -- TVM's own: remaining Relax ops become TIR (our PrimFuncs are left alone,
-                    marked opaque so FuseOps keeps them whole).
+3. ``legalize``  -- remaining Relax ops become TIR.  On CPU without FuseOps/FuseTIR, as TVM
+                    0.27's own CPU build does: its FuseTIR fails in ``RenewDefs`` on our
+                    decode graphs (past key/values), so elementwise ops stay unfused there.
 4. ``schedule``  -- our schedule rules first, then TVM's dlight rules for everything else.
 5. ``lower``     -- TVM's dataflow lowering and VM finalization.
 """
@@ -76,6 +77,12 @@ def _backend(target: tvm.target.Target):
     return pipeline
 
 
+def _legalize(target: tvm.target.Target, backend) -> list[tvm.transform.Pass]:
+    if target.kind.name == "llvm":
+        return [relax.transform.LegalizeOps(), relax.transform.FoldConstant()]
+    return backend.legalize_passes(target)
+
+
 def lowering_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
     """Phases 3-5 as one pass, for ``tvm.compile(..., relax_pipeline=...)``."""
     backend = _backend(target)
@@ -85,7 +92,7 @@ def lowering_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
         with target:
             seq = tvm.transform.Sequential(
                 backend.library_dispatch_passes(target)
-                + backend.legalize_passes(target)
+                + _legalize(target, backend)
                 + schedule_passes(target)
                 + backend.dataflow_lower_passes(target)
                 + backend.finalize_passes(target)

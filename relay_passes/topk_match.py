@@ -30,6 +30,9 @@ def _find_topk(g: GraphView, cond: relax.Expr, x0: relax.Expr) -> int | None:
         nxt = []
         for expr in frontier:
             value = g.value(expr)
+            if isinstance(value, relax.TupleGetItem):  # topk's (values, indices)
+                nxt.append(value.tuple_value)
+                continue
             if not isinstance(value, relax.Call) or id(value) in seen:
                 continue
             seen.add(id(value))
@@ -54,7 +57,8 @@ def _find_topk(g: GraphView, cond: relax.Expr, x0: relax.Expr) -> int | None:
 def match_topk_mask(g: GraphView, expr: relax.Expr) -> tuple[relax.Expr, float] | None:
     """``(x0, keep_ratio)`` if ``expr`` is TopK-masked ``x0``, else None."""
     candidates = []
-    if (where := g.call(expr, "where")) is not None and g.scalar(where.args[2]) == 0.0:
+    where = g.call(expr, "where")
+    if where is not None and g.scalar(g.unbroadcast(where.args[2])) == 0.0:
         candidates.append((where.args[1], where.args[0]))
     if (mul := g.call(expr, "multiply")) is not None:
         candidates += [(mul.args[0], mul.args[1]), (mul.args[1], mul.args[0])]
