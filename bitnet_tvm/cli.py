@@ -111,11 +111,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``bitnet-tvm`` command line; returns the process exit code."""
     parser = _build_parser()
     args = parser.parse_args(argv)
+    # Progress from our own loggers; third-party chatter (onnxscript, torch.onnx) only if -v.
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("bitnet_tvm").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     func: Callable[[argparse.Namespace], dict] = args.func
     try:
         result = func(args)

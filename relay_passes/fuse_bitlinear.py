@@ -68,22 +68,31 @@ class Site:
 
 def classify_sites(g: GraphView, matches: list[BitLinearMatch]) -> list[Site]:
     """Assign layer and site to each match (see the module docstring)."""
-    sources = [g.value(m.act.source) for m in matches]
-    group = Counter(id(s) for s in sources)
+    # Group by IR identity (``same_as``): Python wrappers of one Var are distinct objects.
+    canon: list[relax.Expr] = []
+    keys = []
+    for m in matches:
+        source = g.value(m.act.source)
+        index = next((i for i, c in enumerate(canon) if c.same_as(source)), None)
+        if index is None:
+            canon.append(source)
+            index = len(canon) - 1
+        keys.append(index)
+    group = Counter(keys)
     proj = {3: ("qkv", ("q_proj", "k_proj", "v_proj")), 2: ("gate_up", ("gate_proj", "up_proj"))}
     sites: list[Site] = []
     layer, seen, last = -1, Counter(), None
-    for src in sources:
-        size = group[id(src)]
-        if size == 3 and seen[id(src)] == 0:
+    for src in keys:
+        size = group[src]
+        if size == 3 and seen[src] == 0:
             layer += 1
         if size in proj:
             site, names = proj[size]
-            sites.append(Site(max(layer, 0), site, names[seen[id(src)] % size]))
+            sites.append(Site(max(layer, 0), site, names[seen[src] % size]))
         else:
             site = "o" if last == "qkv" else "down"
             sites.append(Site(max(layer, 0), site, "o_proj" if site == "o" else "down_proj"))
-        seen[id(src)] += 1
+        seen[src] += 1
         last = sites[-1].site
     return [Site(s.layer, s.site, f"layers.{s.layer}.{s.name}") for s in sites]
 

@@ -113,7 +113,10 @@ class _Rewriter(relax.PyExprMutator):
             rows = rows * dim
         h2d = h if len(shape) == 2 else self.builder_.emit(relax.op.reshape(h, [rows, spec.k]))
         gamma = None if gamma is None else self.visit_expr(gamma)
-        self.set_var_remap(binding.var, emit_quantize(self.builder_, h2d, spec, gamma))
+        quantized = emit_quantize(self.builder_, h2d, spec, gamma)
+        if not isinstance(binding.var, relax.DataflowVar):  # bound to a function output
+            quantized = self.builder_.emit_output(quantized, binding.var.name)
+        self.set_var_remap(binding.var, quantized)
 
 
 @tvm.transform.module_pass(opt_level=0, name="bitnet.FuseNormQuantize")

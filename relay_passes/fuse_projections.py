@@ -48,7 +48,7 @@ def _codes(g: GraphView, call: relax.Call, spec: MatmulSpec) -> tuple[np.ndarray
 
 def _glu(g: GraphView, users: dict, gate: relax.Var, up: relax.Var) -> relax.Var | None:
     """The var computing ``relu(gate)**2 * up`` from the two projections (2-D or reshaped)."""
-    gate_out, up_out = _through_reshape(users, gate), _through_reshape(users, up)
+    gate_out, up_out = _through_reshape(g, users, gate), _through_reshape(g, users, up)
     for relu_var in users.get(gate_out, []):
         if g.call(relu_var, "nn.relu") is None or len(users.get(relu_var, [])) != 1:
             continue
@@ -75,10 +75,10 @@ def _is_square(g: GraphView, call: relax.Call, base: relax.Var) -> bool:
     return g.same(call.args[0], base) and g.same(call.args[1], base)
 
 
-def _through_reshape(users: dict, var: relax.Var) -> relax.Var:
+def _through_reshape(g: GraphView, users: dict, var: relax.Var) -> relax.Var:
     """The single user of ``var`` when that user is a reshape back to N-D, else ``var``."""
     nxt = users.get(var, [])
-    return nxt[0] if len(nxt) == 1 else var
+    return nxt[0] if len(nxt) == 1 and g.call(nxt[0], "reshape") is not None else var
 
 
 def _reshape_like(h: relax.Expr, like: relax.Var) -> relax.Expr:
@@ -106,6 +106,9 @@ class _Rewriter(relax.PyExprMutator):
             super().visit_var_binding_(binding)
             return
         for old, new in build(self.builder_, self.visit_expr).items():
+            if isinstance(new, relax.Var) and isinstance(old, relax.DataflowVar):
+                self.set_var_remap(old, new)  # no alias binding for an already bound value
+                continue
             dataflow = isinstance(old, relax.DataflowVar)
             emit = self.builder_.emit if dataflow else self.builder_.emit_output
             self.set_var_remap(old, emit(new, old.name))
@@ -155,6 +158,12 @@ class FuseProjections:
         return mod
 
 
+def _fused_name(members: list[Member], suffix: str) -> str:
+    """``layers_3_qkv_proj`` from members named ``layers_3_q_proj``... (FuseBitLinear's names)."""
+    prefix = members[0][0].name.rsplit("_", 2)[0]
+    return f"{prefix}_{suffix}" if prefix.startswith("layers_") else suffix
+
+
 def _concat(g: GraphView, members: list[Member]) -> Build:
     codes = [_codes(g, call, spec) for _, spec, call in members]
     q_w = np.concatenate([c[0] for c in codes])
@@ -164,7 +173,7 @@ def _concat(g: GraphView, members: list[Member]) -> Build:
 
     def build(bb: relax.BlockBuilder, visit: Callable) -> dict:
         xq, xs = (visit(a) for a in members[0][2].args[1].fields[:2])
-        y = emit_matmul(bb, xq, xs, spec, q_w, alpha, "fused_proj")
+        y = emit_matmul(bb, xq, xs, spec, q_w, alpha, _fused_name(members, "qkv_proj"))
         out, start = {}, 0
         for var, member_spec, _ in members:
             end = start + member_spec.n
@@ -185,7 +194,7 @@ def _gate_up(g: GraphView, members: list[Member], glu: relax.Var) -> Build:
 
     def build(bb: relax.BlockBuilder, visit: Callable) -> dict:
         xq, xs = (visit(a) for a in gate_call.args[1].fields[:2])
-        h = emit_matmul(bb, xq, xs, spec, q_w, alpha, "gate_up")
+        h = emit_matmul(bb, xq, xs, spec, q_w, alpha, _fused_name(members, "gate_up_proj"))
         return {glu: _reshape_like(h, glu)}
 
     return build

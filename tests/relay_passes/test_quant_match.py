@@ -198,3 +198,10 @@ def test_non_ternary_or_float_activation_is_not_matched(rx):
     w = rx.ternary_weight(K, N)
     mod = rx.module([x], lambda bb, x: relax.op.matmul(x, rx.const(w)))
     assert _matches(mod) == []
+
+
+def test_alias_of_a_bitlinear_is_matched_once(rx):
+    w = rx.ternary_weight(K, N)
+    x = rx.sym_var("x", K)
+    mod = rx.module([x], lambda bb, x: bb.emit(rx.emit_bitlinear(bb, x, w)))
+    assert len(_matches(mod)) == 1
