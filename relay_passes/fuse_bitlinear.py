@@ -32,14 +32,15 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from bitnet_tvm.errors import UnsupportedGraphError
 from bitnet_tvm.schedules.selection import select_layout
-from bitnet_tvm.schemes import QuantScheme
+from bitnet_tvm.schemes import QuantScheme, WeightFormat
 
 from .emit import MatmulSpec, emit_bitlinear
 from .graph_view import GraphView, apply_rewriter
-from .quant_match import BitLinearMatch, match_bitlinear
+from .quant_match import BitLinearMatch, match_bitlinear, quantized_float_matmul
 
-__all__ = ["FuseBitLinear", "classify_sites", "find_bitlinears", "users_of"]
+__all__ = ["FuseBitLinear", "classify_sites", "find_bitlinears", "require_ternary", "users_of"]
 
 
 def users_of(g: GraphView) -> dict[relax.Var, list[relax.Var]]:
@@ -95,6 +96,27 @@ def classify_sites(g: GraphView, matches: list[BitLinearMatch]) -> list[Site]:
         seen[src] += 1
         last = sites[-1].site
     return [Site(s.layer, s.site, f"layers.{s.layer}.{s.name}") for s in sites]
+
+
+def require_ternary(mod: tvm.IRModule, scheme: QuantScheme | None) -> None:
+    """Raise if ``scheme`` needs ternary weights and a quantized MatMul has a float weight.
+
+    Called by the pipeline before FuseBitLinear (outside the pass, so the error reaches the
+    caller as :class:`~bitnet_tvm.errors.UnsupportedGraphError`, a ``ValueError``).
+    """
+    if scheme is None or scheme.weight is not WeightFormat.TERNARY:
+        return
+    for gvar, func in mod.functions_items():
+        if not isinstance(func, relax.Function):
+            continue
+        g = GraphView.of(mod, func)
+        bad = [var.name for var in g.var2val if quantized_float_matmul(g, var)]
+        if bad:
+            raise UnsupportedGraphError(
+                f"scheme {scheme.name!r} needs ternary weights, but {len(bad)} MatMul(s) of "
+                f"quantized activations in {gvar.name_hint!r} have a weight that is not "
+                f"{{-a, 0, a}} (bound to {bad[:5]}); compile without scheme= to keep them in float"
+            )
 
 
 @relax.expr_functor.mutator

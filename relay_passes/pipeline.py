@@ -24,7 +24,7 @@ from bitnet_tvm.schedules.dispatch import schedule_passes
 from bitnet_tvm.schemes import QuantScheme
 
 from .fold_weights import FoldWeights
-from .fuse_bitlinear import FuseBitLinear
+from .fuse_bitlinear import FuseBitLinear, require_ternary
 from .fuse_norm_quantize import FuseNormQuantize
 from .fuse_projections import FuseProjections
 
@@ -58,6 +58,8 @@ def run_graph_passes(
 ) -> tvm.IRModule:
     """Run phases 1-2 on ``mod``, optionally writing ``<dump_dir>/<n>_<phase>.py`` after each."""
     for index, (name, passes) in enumerate(graph_phases(target, scheme), start=1):
+        if name == "bitlinear":
+            require_ternary(mod, scheme)  # a clear ValueError, not an FFI RuntimeError
         mod = tvm.transform.Sequential(passes, name=f"bitnet.{name}")(mod)
         if dump_dir is not None:
             dump_dir.mkdir(parents=True, exist_ok=True)

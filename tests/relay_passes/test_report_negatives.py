@@ -7,8 +7,11 @@ import pytest
 import tvm
 from tvm import relax
 
-from bitnet_tvm.relay_passes.fuse_bitlinear import FuseBitLinear
+from bitnet_tvm.errors import UnsupportedGraphError
+from bitnet_tvm.relay_passes.fuse_bitlinear import FuseBitLinear, require_ternary
+from bitnet_tvm.relay_passes.pipeline import run_graph_passes
 from bitnet_tvm.report import collect_report
+from bitnet_tvm.schemes import get_scheme
 
 K, N = 8, 4
 TARGET = tvm.target.Target({"kind": "llvm"})
@@ -26,6 +29,14 @@ def test_non_ternary_weight_is_ignored(rx):
     tvm.ir.assert_structural_equal(after, before)
     report = collect_report(after)
     assert (report.unfused_matmuls, report.unfused, report.layers) == (0, [], [])
+
+
+def test_non_ternary_weight_under_a_ternary_scheme_is_an_error(rx):
+    four = np.tile(np.array([-1.0, -0.5, 0.5, 1.0], np.float32), (K, 1))
+    with pytest.raises(UnsupportedGraphError, match=r"scheme 'a4\.8' needs ternary weights"):
+        run_graph_passes(_mod(rx, four), TARGET, get_scheme("a4.8"))
+    require_ternary(_mod(rx, four), get_scheme("fp"))  # a float scheme keeps it
+    require_ternary(_mod(rx, four), None)  # so does the default
 
 
 @pytest.mark.parametrize(
