@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -11,13 +12,14 @@ from typing import Any
 import onnx
 import tvm
 
-from bitnet_tvm.frontend import import_onnx, symbolic_input_shapes
+from bitnet_tvm.frontend import symbolic_input_shapes
 from bitnet_tvm.relay_passes.lift_params import lift_params
 from bitnet_tvm.relay_passes.pipeline import lowering_pipeline, run_graph_passes
 from bitnet_tvm.report import collect_report
 from bitnet_tvm.runtime import FORMAT_VERSION, CompiledModel
 from bitnet_tvm.schedules.target import host_target
 from bitnet_tvm.schemes import QuantScheme, get_scheme
+from bitnet_tvm.weight_import import import_compact
 
 __all__ = ["compile_model"]
 
@@ -52,6 +54,7 @@ def compile_model(
     scheme: str | QuantScheme | None = None,
     *,
     dump_dir: str | os.PathLike[str] | None = None,
+    model_info: dict | None = None,
 ) -> CompiledModel:
     """Compile an ONNX BitNet model for ``target``.
 
@@ -66,6 +69,9 @@ def compile_model(
         quantizers the graph has.
     dump_dir : path, optional
         Write the IR after each graph-pass phase there.
+    model_info : dict, optional
+        Facts about the model the graph does not hold (e.g. ``BitNetConfig.to_dict()``: vocab
+        size, max positions), kept as ``metadata["model"]`` for generation; must be JSON-able.
 
     Returns
     -------
@@ -75,20 +81,18 @@ def compile_model(
     start = time.perf_counter()
     tvm_target = resolve_target(target)
     scheme_obj = get_scheme(scheme) if scheme is not None else None
-    proto = model if isinstance(model, onnx.ModelProto) else None
-    if proto is None:
-        path = Path(model)
-        log.info("[1/4] importing %s", path)
-        proto = onnx.load(str(path), load_external_data=False)
-        mod = import_onnx(path)
-    else:
-        log.info("[1/4] importing ONNX model")
-        mod = import_onnx(proto)
+    log.info("[1/4] importing %s", "ONNX model" if isinstance(model, onnx.ModelProto) else model)
+    # large weights are read once, int8 ones stay int8; the proto comes without external data
+    mod, proto = import_compact(model if isinstance(model, onnx.ModelProto) else Path(model))
     inputs, outputs = _io_specs(proto, mod)
+    del proto
     log.info("[2/4] graph passes (target %s, scheme %s)", tvm_target.kind.name, scheme or "graph")
     mod = run_graph_passes(mod, tvm_target, scheme_obj, Path(dump_dir) if dump_dir else None)
     report = collect_report(mod)
     mod, params = lift_params(mod)
+    # Rewriters (PyExprMutator) sit in reference cycles with the modules they rewrote, and so
+    # keep their constants (GBs for 2B-class models) until the cycle collector runs.
+    gc.collect()
     log.info("[3/4] building %d fused operators", len(report.layers))
     executable = tvm.compile(mod, target=tvm_target, relax_pipeline=lowering_pipeline(tvm_target))
     metadata: dict[str, Any] = {
@@ -102,9 +106,20 @@ def compile_model(
         "outputs": outputs,
         "params": list(params),
         "report": report.to_dict(),
+        "model": dict(model_info) if model_info else None,
     }
     log.info("[4/4] done in %.1f s", time.perf_counter() - start)
-    return CompiledModel(executable, params, metadata)
+    # The lifted params are views of the module's constants; CompiledModel copies each into a
+    # runtime tensor.  Handing them over one at a time frees each constant once it is copied,
+    # so the weights are not held twice (3+ GB for 2B-class models).
+    return CompiledModel(executable, _ReleasedOnRead(params), metadata)
+
+
+class _ReleasedOnRead(dict):
+    """A dict that forgets an item when it is read."""
+
+    def __getitem__(self, key: str) -> Any:
+        return self.pop(key)
 
 
 def _version() -> str:

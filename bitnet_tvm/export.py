@@ -8,10 +8,13 @@ The graph (``torch.onnx.export(dynamo=True)``) has dynamic batch, sequence and p
   ``present_value.{i}`` ``[batch, kv_heads, past + seq, head_dim]`` (also without past: the
   prefill graph returns the cache it built).
 
-Two weight forms: ``master`` keeps the float master weights and ternarizes them in the graph
+Three weight forms: ``master`` keeps the float master weights and ternarizes them in the graph
 (``Abs``/``ReduceMean``/``Div``/``Round``/``Clip``), ``ternary`` stores pre-ternarized constants
-(float {-1, 0, 1}) followed by a scalar ``Mul`` by alpha.  Activation fake quantization is in the
-graph in both forms, as ``Round``/``Clip`` on ``x * (L / stat)``.
+(float {-1, 0, 1}) followed by a scalar ``Mul`` by alpha, and ``int8`` stores the same codes as
+int8 ``[out, in]`` initializers, read through ``Cast(float)`` and ``Transpose`` before the
+``MatMul`` and the ``Mul`` by alpha (a quarter of the size: the form for large models, see
+:func:`bitnet_tvm.model.synthetic.random_int8_model`).  Activation fake quantization is in the
+graph in all forms, as ``Round``/``Clip`` on ``x * (L / stat)``.
 
 Files are written atomically: the export (and its external data file, if any) goes to a
 temporary directory next to ``path``, is verified there, and only then moved into place.
@@ -30,10 +33,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import onnxscript.optimizer
 import torch
+from onnxscript import ir as onnx_ir
 from torch import nn
 
-from bitnet_tvm.model import BitNetForCausalLM
+from bitnet_tvm.model import BitLinear, BitNetForCausalLM
 from bitnet_tvm.schemes import WeightFormat, get_scheme
 
 __all__ = ["DEFAULT_LOGITS_TOL", "export_onnx", "verify_onnx"]
@@ -44,6 +49,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_LOGITS_TOL = 1e-3
 
 _EXTERNAL_DATA_BYTES = 1 << 30
+
+_WEIGHT_FORMS = ("master", "ternary", "int8")
 
 
 class _FlatCache(nn.Module):
@@ -92,12 +99,48 @@ def _check_model(model: object) -> BitNetForCausalLM:
     return model
 
 
+def _keep_int8(node: Any) -> bool | None:
+    """``should_fold`` of the ONNX constant folder: never fold a ``Cast`` of an int8 constant.
+
+    The folder would turn small int8 weights (below its size limit) into float32 initializers;
+    the ``int8`` weight form must store every BitLinear weight as int8 whatever its size.
+    """
+    if node.op_type == "Cast" and node.domain in ("", "ai.onnx") and node.inputs:
+        value = node.inputs[0]
+        const = value.const_value if value is not None else None
+        if const is not None and const.dtype == onnx_ir.DataType.INT8:
+            return False
+    return None
+
+
+def _bitlinears(model: BitNetForCausalLM) -> list[tuple[str, BitLinear]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, BitLinear) and m.ternary]
+
+
+def _export_copy(model: BitNetForCausalLM, weights: str) -> tuple[BitNetForCausalLM, bool]:
+    """The model to trace, in eval mode, and ``model``'s training flag.
+
+    A model whose ternary BitLinears all hold int8 codes already is exported as is (a copy
+    would double the memory of large models); its training flag is restored afterwards.
+    """
+    was_training = model.training
+    layers = _bitlinears(model)
+    if weights == "int8" and layers and all(m.frozen and m.int8_codes for _, m in layers):
+        return model.eval(), was_training
+    export_model = copy.deepcopy(model).eval()
+    if weights == "ternary":
+        export_model.freeze_ternary()
+    elif weights == "int8":
+        export_model.freeze_int8()
+    return export_model, was_training
+
+
 def export_onnx(
     model: BitNetForCausalLM,
     path: str | os.PathLike[str],
     *,
     with_past: bool = False,
-    weights: Literal["master", "ternary"] = "master",
+    weights: Literal["master", "ternary", "int8"] = "master",
     opset: int | None = None,
     verify: bool = True,
     example_seq_len: int = 8,
@@ -113,12 +156,14 @@ def export_onnx(
         The model; it is not modified (a copy is exported in eval mode).
     path : path-like
         Target ``.onnx`` file; its directory must exist.  Weights go to an external data file
-        beside it (named by torch after the file) only for models over 1 GiB.
+        beside it (``<name>.data``, named by torch after the file) only for models over 1 GiB.
     with_past : bool
         Add ``past_key.{i}`` / ``past_value.{i}`` inputs (the decode graph).
-    weights : {"master", "ternary"}
-        Float master weights ternarized in the graph, or pre-ternarized constants
-        (needs a scheme with ternary weights).
+    weights : {"master", "ternary", "int8"}
+        Float master weights ternarized in the graph, pre-ternarized float constants, or int8
+        codes (the last two need a scheme with ternary weights).  A model whose BitLinears
+        already hold int8 codes (``freeze_int8``) exports only as ``int8``, and is then not
+        copied (its training flag is restored afterwards).
     opset : int or None
         ONNX opset; None takes torch's default.
     verify : bool
@@ -134,13 +179,19 @@ def export_onnx(
         Bad arguments, non-finite model weights, or a failed verification.
     """
     model = _check_model(model)
-    if weights not in ("master", "ternary"):
-        raise ValueError(f"weights must be 'master' or 'ternary', got {weights!r}")
+    if weights not in _WEIGHT_FORMS:
+        raise ValueError(f"weights must be one of {list(_WEIGHT_FORMS)}, got {weights!r}")
     scheme = get_scheme(model.config.scheme)
-    if weights == "ternary" and scheme.weight is not WeightFormat.TERNARY:
+    if weights != "master" and scheme.weight is not WeightFormat.TERNARY:
         raise ValueError(
-            f"weights='ternary' needs a scheme with ternary weights; scheme {scheme.name!r} "
+            f"weights={weights!r} needs a scheme with ternary weights; scheme {scheme.name!r} "
             f"stores {scheme.weight.value} weights"
+        )
+    int8_layers = [name for name, m in _bitlinears(model) if m.frozen and m.int8_codes]
+    if int8_layers and weights != "int8":
+        raise ValueError(
+            f"model holds int8 codes (layer {int8_layers[0]!r}, see freeze_int8); "
+            f"export it with weights='int8', not {weights!r}"
         )
     for name, value in (
         ("example_seq_len", example_seq_len),
@@ -155,9 +206,7 @@ def export_onnx(
     if not path.parent.is_dir():
         raise ValueError(f"directory of path {str(path)!r} does not exist")
 
-    export_model = copy.deepcopy(model).eval()
-    if weights == "ternary":
-        export_model.freeze_ternary()
+    export_model, was_training = _export_copy(model, weights)
     num_layers = model.config.num_hidden_layers
     input_names, output_names = _io_names(num_layers, with_past)
     ids, past = _example_inputs(
@@ -169,7 +218,9 @@ def export_onnx(
     if with_past:
         dynamic_shapes["past"] = tuple({0: batch, 2: past_dim} for _ in past)
         args = (ids, past)
-    n_bytes = sum(p.numel() * p.element_size() for p in export_model.parameters())
+    n_bytes = sum(
+        t.numel() * t.element_size() for t in (*export_model.parameters(), *export_model.buffers())
+    )
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
@@ -184,18 +235,21 @@ def export_onnx(
         )
         with torch.no_grad(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*axis name: .* will not be used")
-            torch.onnx.export(
+            program = torch.onnx.export(
                 _FlatCache(export_model, with_past).eval(),
                 args,
-                str(tmp_file),
                 dynamo=True,
                 dynamic_shapes=dynamic_shapes,
                 input_names=input_names,
                 output_names=output_names,
                 opset_version=opset,
-                external_data=n_bytes > _EXTERNAL_DATA_BYTES,
+                optimize=False,
                 verbose=False,
             )
+            # torch's own optimize() with one change: int8 weights stay int8 (see _keep_int8)
+            onnxscript.optimizer.optimize_ir(program.model, should_fold=_keep_int8)
+            program.save(str(tmp_file), external_data=n_bytes > _EXTERNAL_DATA_BYTES)
+            del program
         if verify:
             report = verify_onnx(model, tmp_file, tol=tol)
             logger.info("verified %s: %s", path.name, report)
@@ -205,6 +259,8 @@ def export_onnx(
             os.replace(f, path.parent / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if export_model is model:
+            model.train(was_training)
     logger.info("wrote %s", path)
     return path
 

@@ -9,7 +9,7 @@ from tvm import relax
 
 from bitnet_tvm.relay_passes.emit import MatmulSpec, read_spec
 from bitnet_tvm.relay_passes.graph_view import GraphView
-from bitnet_tvm.relay_passes.quant_match import ternary_codes
+from bitnet_tvm.relay_passes.quant_match import weight_codes
 
 __all__ = ["CompileReport", "LayerReport", "collect_report"]
 
@@ -84,8 +84,7 @@ def collect_report(mod: tvm.IRModule) -> CompileReport:
                     )
                 )
             matmul = g.call(var, "matmul")
-            if matmul is not None and (w := g.constant(matmul.args[1])) is not None:
-                if ternary_codes(w) is not None:
-                    report.unfused.append(var.name)
+            if matmul is not None and weight_codes(g, matmul.args[1]) is not None:
+                report.unfused.append(var.name)
     report.unfused_matmuls = len(report.unfused)
     return report

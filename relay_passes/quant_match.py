@@ -19,7 +19,10 @@ Dequantization, one of::
     matmul(q, W) / (ws * mult)          HF packed BitLinear (ws: weight scale)
 
 Weight ``W`` (after constant folding, ``[K, N]``): values in ``{-a, 0, a}`` (alpha = a), or
-``{-1, 0, 1}`` with the scale applied after the matmul (``* ws``, ``/ ws`` or as above).
+``{-1, 0, 1}`` with the scale applied after the matmul (``* ws``, ``/ ws`` or as above).  An
+integer constant of codes is read through the casts and transposes that make it ``[K, N]``
+float (``int8`` exports: ``permute_dims(astype(C))`` with ``C`` int8 ``[N, K]``), see
+:func:`weight_codes`.
 
 TopK (a4.8's o_proj input): ``x = x0 * mask`` or ``where(mask, x0, 0)`` where ``mask`` marks
 the ``k`` largest ``|x0|`` of each row (``topk`` indices scattered into zeros); the ratio is
@@ -32,13 +35,14 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import tvm
 from tvm import relax
 
 from bitnet_tvm.schemes import ActQuant, EpsMode, QuantMethod
 
 from .graph_view import GraphView
 
-__all__ = ["ActMatch", "BitLinearMatch", "match_bitlinear", "ternary_codes"]
+__all__ = ["ActMatch", "BitLinearMatch", "match_bitlinear", "ternary_codes", "weight_codes"]
 
 _LEVELS = {(-8.0, 7.0): 4, (-128.0, 127.0): 8}
 
@@ -66,7 +70,15 @@ class BitLinearMatch:
 
 def ternary_codes(w: np.ndarray) -> tuple[np.ndarray, float] | None:
     """``(q [N, K] int8, a)`` if the ``[K, N]`` matrix ``w`` only holds ``{-a, 0, a}``."""
-    if w.ndim != 2 or not np.issubdtype(w.dtype, np.floating) or not np.all(np.isfinite(w)):
+    if w.ndim != 2 or not np.issubdtype(w.dtype, np.floating):
+        return None
+    # Cheap rejection of large float weights (embeddings, LM heads) before full-size passes:
+    # the nonzero magnitudes of a sample must already be all equal.
+    sample = np.abs(np.ravel(w, order="K")[:4096])
+    sample = sample[sample != 0]
+    if sample.size and not np.all(sample == sample[0]):
+        return None
+    if not np.all(np.isfinite(w)):
         return None
     a = float(np.max(np.abs(w))) if w.size else 0.0
     if a == 0.0:
@@ -75,6 +87,43 @@ def ternary_codes(w: np.ndarray) -> tuple[np.ndarray, float] | None:
     if not np.all((mag == 0) | (mag == np.float32(a))):
         return None
     return np.sign(w.T).astype(np.int8), a
+
+
+def weight_codes(g: GraphView, expr: relax.Expr) -> tuple[np.ndarray, float] | None:
+    """``(q [N, K] int8, a)`` if ``expr`` is a ternary ``[K, N]`` weight, else None.
+
+    ``expr`` is a constant (float: see :func:`ternary_codes`), possibly below a chain of 2-D
+    ``permute_dims`` and widening ``astype`` (integer -> float).  An integer constant must hold
+    codes in {-1, 0, 1} (alpha 1).  Integer codes are read without a copy.
+    """
+    transposed = False
+    while True:
+        if (perm := g.call(expr, "permute_dims")) is not None:
+            axes = perm.attrs.axes
+            if _rank(perm.args[0]) != 2 or (axes is not None and [int(a) for a in axes] != [1, 0]):
+                return None
+            transposed, expr = not transposed, perm.args[0]
+        elif (cast := g.call(expr, "astype")) is not None:
+            src = getattr(cast.args[0].ty, "dtype", None)
+            if src is None or not str(src).startswith(("int", "uint")):
+                return None  # a float -> float or float -> int cast is no identity on codes
+            expr = cast.args[0]
+        else:
+            break
+    value = g.value(expr)
+    if not isinstance(value, tvm.ir.GenericConst) or len(value.value.shape) != 2:
+        return None
+    w = np.from_dlpack(value.value)  # a view: large constants are not copied
+    if not str(value.value.dtype).startswith(("int", "uint")):
+        return ternary_codes(w.T if transposed else w)
+    q = w  # [K, N] unless transposed
+    if q.size and (int(q.min()) < -1 or int(q.max()) > 1):
+        return None
+    q = q if transposed else q.T
+    if q.dtype != np.int8:
+        q = q.astype(np.int8)
+    q.flags.writeable = False  # may be a view of the constant
+    return q, 1.0
 
 
 def _stat(g: GraphView, expr: relax.Expr) -> tuple[QuantMethod, relax.Expr] | None:
@@ -205,11 +254,10 @@ def match_bitlinear(
     Returns the match rooted at the last binding of the BitLinear (the matmul, or the
     post-matmul rescale that completes it), or None.
     """
+    if not isinstance(g.var2val.get(var), relax.Call):
+        return None  # an alias (``gv = lv``): the BitLinear is matched at ``lv``
     call = g.call(var, "matmul")
-    if call is None or (w := g.constant(call.args[1])) is None:
-        return None
-    codes = ternary_codes(w)
-    if codes is None:
+    if call is None or (codes := weight_codes(g, call.args[1])) is None:
         return None
     q_w, alpha = codes
     act, dequantized = _match_lhs(g, call.args[0])
@@ -253,3 +301,19 @@ def _is_ws_times(g: GraphView, expr: relax.Expr, m: ActMatch) -> float | None:
         if g.same(mult, m.mult) and (s := g.scalar(ws)) is not None:
             return s
     return None
+
+
+def quantized_float_matmul(g: GraphView, var: relax.Var) -> bool:
+    """Whether ``var`` is a matmul of quantized activations by a constant, non-ternary weight.
+
+    Such a MatMul looks like a BitLinear whose weight is not ternary: left alone by default,
+    an error when a scheme that requires ternary weights is forced on the graph.
+    """
+    if not isinstance(g.var2val.get(var), relax.Call):
+        return False
+    call = g.call(var, "matmul")
+    if call is None or g.constant(call.args[1]) is None:
+        return False
+    if weight_codes(g, call.args[1]) is not None:
+        return False
+    return _match_lhs(g, call.args[0])[0] is not None

@@ -79,9 +79,16 @@ class BitLinear(nn.Linear):
         self.act_quant = ActQuantizer(scheme.site(site))
         self.frozen = False
 
+    @property
+    def int8_codes(self) -> bool:
+        """Whether the weight is stored as int8 codes (see :meth:`freeze_int8`)."""
+        return self.weight.dtype == torch.int8
+
     def quantized_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(codes, alpha)`` for ternary weights, ``(weight, None)`` for float ones."""
         if self.frozen:
+            if self.int8_codes:
+                return self.weight.to(torch.float32), self.weight_scale
             return self.weight, self.weight_scale
         if self.ternary:
             return quantize_weight_ternary(self.weight)
@@ -97,6 +104,16 @@ class BitLinear(nn.Linear):
         self.weight = nn.Parameter(codes.contiguous(), requires_grad=False)
         self.register_buffer("weight_scale", alpha.clone())
         self.frozen = True
+
+    @torch.no_grad()
+    def freeze_int8(self) -> None:
+        """Like :meth:`freeze_ternary`, but store the codes as an int8 ``[out, in]`` weight (a
+        quarter of the float32 size); ``forward`` casts them to float32 before the matmul, so
+        outputs are unchanged bit for bit.  No-op for float weights."""
+        if not self.ternary or (self.frozen and self.int8_codes):
+            return
+        self.freeze_ternary()
+        self.weight = nn.Parameter(self.weight.to(torch.int8), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, a_scale = self.act_quant(x)

@@ -201,6 +201,14 @@ class BitNetForCausalLM(nn.Module):
                 module.freeze_ternary()
         return self
 
+    def freeze_int8(self) -> BitNetForCausalLM:
+        """As :meth:`freeze_ternary`, with the codes stored as int8 weights (see
+        :meth:`BitLinear.freeze_int8 <bitnet_tvm.model.layers.BitLinear.freeze_int8>`)."""
+        for module in self.modules():
+            if isinstance(module, BitLinear):
+                module.freeze_int8()
+        return self
+
     def _check_inputs(self, input_ids: torch.Tensor, past: KVCache | None) -> int:
         cfg = self.config
         if not isinstance(input_ids, torch.Tensor):
