@@ -16,6 +16,8 @@ _LAZY = {
     "compile": ("bitnet_tvm.compiler", "compile_model"),
     "load": ("bitnet_tvm.runtime", "load"),
     "CompiledModel": ("bitnet_tvm.runtime", "CompiledModel"),
+    "Generator": ("bitnet_tvm.generate", "Generator"),
+    "GenerationConfig": ("bitnet_tvm.generate", "GenerationConfig"),
     "QuantScheme": ("bitnet_tvm.schemes", "QuantScheme"),
     "get_scheme": ("bitnet_tvm.schemes", "get_scheme"),
     "list_schemes": ("bitnet_tvm.schemes", "list_schemes"),

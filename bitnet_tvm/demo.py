@@ -1,4 +1,5 @@
-"""The main job on the built-in model: export, check with onnxruntime, compile with TVM, compare.
+"""The main job on the built-in model: export, check with onnxruntime, compile with TVM, compare,
+then generate text with a with-past export.
 
 ``bitnet-tvm demo`` runs :func:`run_demo`.  The built-in model is the ``tiny`` config with
 seeded random weights in the a4.8 scheme (a trained model replaces it in a later release).
@@ -13,7 +14,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["builtin_model", "run_demo"]
+__all__ = ["DEMO_PROMPT", "builtin_model", "run_demo"]
+
+#: Prompt of the demo's generation step (byte-level tokenizer).
+DEMO_PROMPT = "BitNet runs on TVM"
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +33,11 @@ def _max_rel_err(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.max(np.abs(got - want)) / max(float(np.max(np.abs(want))), 1e-12))
 
 
-def run_demo(workdir: Path, scheme: str = "a4.8", seed: int = 0) -> dict[str, Any]:
-    """Export the built-in model, verify it with onnxruntime, compile it for the CPU and compare.
+def run_demo(
+    workdir: Path, scheme: str = "a4.8", seed: int = 0, max_new_tokens: int = 32
+) -> dict[str, Any]:
+    """Export the built-in model, verify it with onnxruntime, compile it for the CPU and compare;
+    then export it with past key/values, compile that and generate greedily from a prompt.
 
     Parameters
     ----------
@@ -40,11 +47,14 @@ def run_demo(workdir: Path, scheme: str = "a4.8", seed: int = 0) -> dict[str, An
         Quantization scheme preset of the built-in model.
     seed : int
         Seed of its random weights.
+    max_new_tokens : int
+        Tokens generated from :data:`DEMO_PROMPT`.
 
     Returns
     -------
     dict
-        What was done and measured (paths, errors, timings, the compile report).
+        What was done and measured (paths, errors, timings, the compile report, the generated
+        text and decode tokens/s).
     """
     import onnxruntime as ort
 
@@ -54,15 +64,15 @@ def run_demo(workdir: Path, scheme: str = "a4.8", seed: int = 0) -> dict[str, An
 
     workdir.mkdir(parents=True, exist_ok=True)
     model = builtin_model(scheme, seed)
-    log.info("[demo 1/4] exporting the built-in %s model to ONNX", scheme)
+    log.info("[demo 1/6] exporting the built-in %s model to ONNX", scheme)
     onnx_path = export_onnx(model, workdir / "model.onnx", verify=True)
 
-    log.info("[demo 2/4] compiling for the CPU with TVM")
+    log.info("[demo 2/6] compiling for the CPU with TVM")
     start = time.perf_counter()
     compiled = compile_model(onnx_path, target="llvm")
     compile_s = time.perf_counter() - start
 
-    log.info("[demo 3/4] comparing TVM with onnxruntime")
+    log.info("[demo 3/6] comparing TVM with onnxruntime")
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, model.config.vocab_size, size=(2, 7), dtype=np.int64)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -70,10 +80,11 @@ def run_demo(workdir: Path, scheme: str = "a4.8", seed: int = 0) -> dict[str, An
     got = compiled.run(["logits"], {"input_ids": ids})[0]
     rel = _max_rel_err(got, want)
 
-    log.info("[demo 4/4] saving and reloading the artifact")
+    log.info("[demo 4/6] saving and reloading the artifact")
     artifact = compiled.save(workdir / "model.bitnet")
     reloaded = load(artifact).run(["logits"], {"input_ids": ids})[0]
     log.info("compile report:\n%s", compiled.report)
+    generation = _generate(model, workdir, max_new_tokens)
     return {
         "onnx": str(onnx_path),
         "artifact": str(artifact),
@@ -84,4 +95,32 @@ def run_demo(workdir: Path, scheme: str = "a4.8", seed: int = 0) -> dict[str, An
         "reloaded_equal": bool(np.array_equal(reloaded, got)),
         "fused_operators": len(compiled.report.layers),
         "unfused_matmuls": compiled.report.unfused_matmuls,
+        **generation,
+    }
+
+
+def _generate(model: Any, workdir: Path, max_new_tokens: int) -> dict[str, Any]:
+    """Export ``model`` with past key/values, compile it and generate from the demo prompt."""
+    from bitnet_tvm.compiler import compile_model
+    from bitnet_tvm.export import export_onnx
+    from bitnet_tvm.generate import Generator
+    from bitnet_tvm.tokenizer import ByteTokenizer
+
+    log.info("[demo 5/6] exporting and compiling the model with past key/values")
+    onnx_path = export_onnx(model, workdir / "model_past.onnx", with_past=True, verify=True)
+    compiled = compile_model(onnx_path, target="llvm", model_info=model.config.to_dict())
+    artifact = compiled.save(workdir / "model_past.bitnet")
+
+    log.info("[demo 6/6] generating %d tokens greedily", max_new_tokens)
+    generator = Generator(compiled)
+    tokenizer = ByteTokenizer(generator.vocab_size)
+    result = generator.generate(tokenizer.encode(DEMO_PROMPT), max_new_tokens=max_new_tokens)
+    tokens = result.tokens[0, : result.lengths[0]].tolist()
+    return {
+        "generation_artifact": str(artifact),
+        "prompt": DEMO_PROMPT,
+        "generated_tokens": len(tokens),
+        "generated_text": tokenizer.decode(tokens),
+        "prefill_ms": round(1e3 * result.prefill_seconds, 2),
+        "decode_tokens_per_second": round(result.decode_tokens_per_second, 1),
     }
