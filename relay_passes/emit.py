@@ -26,7 +26,9 @@ from .graph_view import GraphView, op_name
 __all__ = [
     "MatmulSpec",
     "QuantizeSpec",
+    "as_rows",
     "emit_bitlinear",
+    "emit_like",
     "emit_matmul",
     "emit_quantize",
     "read_spec",
@@ -120,12 +122,22 @@ def read_spec(
     return _from_json(str(func.attrs[SPEC_ATTR])), call
 
 
-def _rows(x: relax.Expr) -> tuple[list, Any]:
+def as_rows(bb: relax.BlockBuilder, x: relax.Expr) -> tuple[relax.Expr, list]:
+    """``x [..., K]`` as a ``[M, K]`` matrix (M the product of the leading dims, symbolic
+    where they are), emitting a reshape when ``x`` is not 2-D; also returns ``x``'s shape."""
     shape = list(x.ty.shape)
+    if len(shape) == 2:
+        return x, shape
     rows = shape[0]
     for dim in shape[1:-1]:
         rows = rows * dim
-    return shape, rows
+    return bb.emit(relax.op.reshape(x, [rows, shape[-1]]), "x2d"), shape
+
+
+def emit_like(bb: relax.BlockBuilder, old: relax.Var, value: relax.Expr) -> relax.Var:
+    """Bind ``value`` as ``old`` was bound: in the dataflow block, or as a function output."""
+    emit = bb.emit if isinstance(old, relax.DataflowVar) else bb.emit_output
+    return emit(value, old.name)
 
 
 def emit_quantize(
@@ -170,8 +182,7 @@ def emit_bitlinear(
     name: str,
 ) -> relax.Expr:
     """Emit quantize + ternary matmul of ``x [..., K]``; returns ``[..., N]`` float32."""
-    shape, rows = _rows(x)
-    x2d = x if len(shape) == 2 else bb.emit(relax.op.reshape(x, [rows, shape[-1]]), "x2d")
+    x2d, shape = as_rows(bb, x)
     quantized = emit_quantize(bb, x2d, QuantizeSpec(spec.k, act))
     xq = bb.emit(relax.TupleGetItem(quantized, 0), "xq_codes")
     xs = bb.emit(relax.TupleGetItem(quantized, 1), "xq_scale")

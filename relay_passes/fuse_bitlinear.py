@@ -36,7 +36,7 @@ from bitnet_tvm.errors import UnsupportedGraphError
 from bitnet_tvm.schedules.selection import select_layout
 from bitnet_tvm.schemes import QuantScheme, WeightFormat
 
-from .emit import MatmulSpec, emit_bitlinear
+from .emit import MatmulSpec, emit_bitlinear, emit_like
 from .graph_view import GraphView, apply_rewriter
 from .quant_match import BitLinearMatch, match_bitlinear, quantized_float_matmul
 
@@ -141,12 +141,7 @@ class _Rewriter(relax.PyExprMutator):
         value = emit_bitlinear(
             self.builder_, x, act, spec, match.q_w, alpha, site.name.replace(".", "_")
         )
-        emit = (
-            self.builder_.emit
-            if isinstance(binding.var, relax.DataflowVar)
-            else self.builder_.emit_output
-        )
-        self.set_var_remap(binding.var, emit(value, binding.var.name))
+        self.set_var_remap(binding.var, emit_like(self.builder_, binding.var, value))
 
 
 @tvm.transform.module_pass(opt_level=0, name="bitnet.FuseBitLinear")

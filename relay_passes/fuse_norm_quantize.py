@@ -22,7 +22,7 @@ from dataclasses import replace
 import tvm
 from tvm import relax
 
-from .emit import QuantizeSpec, emit_quantize, read_spec
+from .emit import QuantizeSpec, as_rows, emit_like, emit_quantize, read_spec
 from .fuse_bitlinear import users_of
 from .graph_view import GraphView, apply_rewriter
 
@@ -106,16 +106,11 @@ class _Rewriter(relax.PyExprMutator):
             super().visit_var_binding_(binding)
             return
         spec, h, gamma = item
-        h = self.visit_expr(h)
-        shape = list(h.ty.shape)
-        rows = shape[0]
-        for dim in shape[1:-1]:
-            rows = rows * dim
-        h2d = h if len(shape) == 2 else self.builder_.emit(relax.op.reshape(h, [rows, spec.k]))
+        h2d, _ = as_rows(self.builder_, self.visit_expr(h))
         gamma = None if gamma is None else self.visit_expr(gamma)
         quantized = emit_quantize(self.builder_, h2d, spec, gamma)
         if not isinstance(binding.var, relax.DataflowVar):  # bound to a function output
-            quantized = self.builder_.emit_output(quantized, binding.var.name)
+            quantized = emit_like(self.builder_, binding.var, quantized)
         self.set_var_remap(binding.var, quantized)
 
 

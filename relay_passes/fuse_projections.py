@@ -30,7 +30,7 @@ from tvm import relax
 
 from bitnet_tvm.reference import unpack_ternary
 
-from .emit import MatmulSpec, emit_matmul, read_spec
+from .emit import MatmulSpec, emit_like, emit_matmul, read_spec
 from .fuse_bitlinear import users_of
 from .graph_view import GraphView, apply_rewriter
 
@@ -109,9 +109,7 @@ class _Rewriter(relax.PyExprMutator):
             if isinstance(new, relax.Var) and isinstance(old, relax.DataflowVar):
                 self.set_var_remap(old, new)  # no alias binding for an already bound value
                 continue
-            dataflow = isinstance(old, relax.DataflowVar)
-            emit = self.builder_.emit if dataflow else self.builder_.emit_output
-            self.set_var_remap(old, emit(new, old.name))
+            self.set_var_remap(old, emit_like(self.builder_, old, new))
 
 
 Member = tuple[relax.Var, MatmulSpec, relax.Call]
