@@ -49,11 +49,30 @@ class CompiledModel:
         self.metadata = metadata
         self.device = tvm.runtime.device(metadata.get("device", "cpu"), 0)
         self._executable = executable
-        self._vm = tvm.runtime.vm.VirtualMachine(executable, self.device)
-        self._params = [
-            tvm.runtime.tensor(params[name], self.device) for name in metadata["params"]
-        ]
+        # The VM and the device copies of the weights are made on the first run, so a model
+        # compiled for a device this machine lacks (CUDA without a GPU) can still be saved.
+        self._host_params: dict[str, np.ndarray] | None = {
+            name: params[name] for name in metadata["params"]
+        }
+        self._vm: Any = None
+        self._params: list[Any] = []
         self._inputs = {spec["name"]: spec for spec in metadata["inputs"]}
+
+    def _load(self) -> Any:
+        """The VM, created (with the weights copied to the device) on first use."""
+        if self._vm is None:
+            self._vm = tvm.runtime.vm.VirtualMachine(self._executable, self.device)
+            self._params = [
+                tvm.runtime.tensor(self._host_params[name], self.device)
+                for name in self.metadata["params"]
+            ]
+            self._host_params = None  # the device copies are the weights from now on
+        return self._vm
+
+    @property
+    def executable(self) -> Any:
+        """The compiled VM executable (for export, or to read its device code)."""
+        return self._executable
 
     @property
     def report(self) -> Any:
@@ -109,7 +128,7 @@ class CompiledModel:
                 self._check(name, value, dims)
                 value = tvm.runtime.tensor(value, self.device)
             args.append(value)
-        out = self._vm["main"](*args, *self._params)
+        out = self._load()["main"](*args, *self._params)
         # A single output comes back as a tensor, several as an array of tensors.
         return [out] if hasattr(out, "numpy") else list(out)
 
@@ -147,7 +166,7 @@ class CompiledModel:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
             self._executable.export_library(str(tmp / _LIB))
-            params = {
+            params = self._host_params or {
                 name: t.numpy()
                 for name, t in zip(self.metadata["params"], self._params, strict=True)
             }

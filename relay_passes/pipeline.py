@@ -80,7 +80,11 @@ def _backend(target: tvm.target.Target):
 
 
 def _legalize(target: tvm.target.Target, backend) -> list[tvm.transform.Pass]:
-    if target.kind.name == "llvm":
+    if target.kind.name in ("llvm", "cuda"):
+        # Not backend.legalize_passes: for CUDA it ends in dlight's ApplyDefaultSchedule, which
+        # would claim our fused operators before schedule_passes runs ours; and its FuseTIR
+        # fails in RenewDefs on our decode graphs.  Without FuseOps/FuseTIR every remaining op
+        # is its own kernel, scheduled in phase 4.
         return [relax.transform.LegalizeOps(), relax.transform.FoldConstant()]
     return backend.legalize_passes(target)
 

@@ -20,5 +20,16 @@ def schedule_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
 
         return [dl.ApplyDefaultSchedule(*cpu_rules(), dl.cpu.GEMV(), dl.cpu.Reduction())]
     if target.kind.name == "cuda":
-        return [dl.ApplyDefaultSchedule(dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.Fallback())]
+        from .cuda import cuda_rules
+
+        return [
+            dl.ApplyDefaultSchedule(
+                *cuda_rules(),
+                dl.gpu.Matmul(),
+                dl.gpu.GEMV(),
+                dl.gpu.Reduction(),
+                dl.gpu.GeneralReduction(),
+                dl.gpu.Fallback(),
+            )
+        ]
     raise ValueError(f"no schedule rules for target kind {target.kind.name!r}; use llvm or cuda")

@@ -1,0 +1,59 @@
+"""Every operator scheduled by the CUDA rules builds for CUDA (VerifyMemory: all code bound to
+threads) and its CUDA source compiles with nvcc for sm_80 and sm_90, without a GPU."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import tvm
+from tvm.s_tir.dlight import ApplyDefaultSchedule
+
+from bitnet_tvm.cuda_aot import compile_cuda_source, cuda_source, install_jit_compiler
+from bitnet_tvm.schedules.cuda import cuda_rules
+
+
+def _build(func, target):
+    mod = tvm.IRModule({"main": func})
+    with target:
+        scheduled = ApplyDefaultSchedule(*cuda_rules())(mod)
+    assert scheduled["main"].attrs["tirx.is_scheduled"]
+    return tvm.compile(scheduled, target=target)
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_operator_compiles_to_cubin(cuda, nvcc, op_name, arch):
+    ex = _build(cuda.OPERATORS[op_name], cuda.target(arch))
+    source = cuda_source(ex)
+    assert len(re.findall(r'extern "C" __global__ void', source)) >= 1
+    cubin = compile_cuda_source(ex, arch, nvcc=nvcc)
+    assert cubin[:4] == b"\x7fELF"  # a cubin is an ELF image
+
+
+def test_cuda_source_rejects_cpu_builds(cuda):
+    func = tvm.IRModule({"main": cuda.OPERATORS["quant_only"]})
+    with pytest.raises(ValueError, match="no CUDA module"):
+        cuda_source(tvm.compile(func, target=cuda.CPU))
+
+
+@pytest.mark.parametrize("arch", ["sm90", "compute_90", 90])
+def test_bad_arch_is_a_value_error(arch):
+    with pytest.raises(ValueError, match="arch must look like"):
+        compile_cuda_source("", arch)
+    with pytest.raises(ValueError, match="arch must look like"):
+        install_jit_compiler(arch)
+
+
+def test_bad_format_is_a_value_error():
+    with pytest.raises(ValueError, match="fmt must be one of"):
+        compile_cuda_source("", "sm_90", "elf")
+
+
+def test_compile_cuda_source_reports_nvcc_errors(nvcc):
+    with pytest.raises(RuntimeError, match="nvcc failed for sm_90"):
+        compile_cuda_source("this is not CUDA", "sm_90", nvcc=nvcc)
+
+
+def test_missing_nvcc_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        compile_cuda_source("", "sm_90", nvcc=str(tmp_path / "no-nvcc"))

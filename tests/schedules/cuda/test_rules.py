@@ -1,0 +1,157 @@
+"""CUDA schedule rules: which PrimFuncs they take, thread bindings, and the schedules' loop
+nests checked for exact numerics on the CPU (threads left serial, dp4a not tensorized)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+import tvm_ffi
+from tvm.s_tir.dlight import ApplyDefaultSchedule
+from tvm.script import tirx as T
+
+from bitnet_tvm import reference
+from bitnet_tvm.schedules import attrs
+from bitnet_tvm.schedules.cuda import (
+    GemvKnobs,
+    NormQuantize,
+    SparseGemv,
+    SparseGemvKnobs,
+    TernaryGemv,
+    cuda_rules,
+)
+from bitnet_tvm.schedules.cuda.gemv import schedule_gemv
+from bitnet_tvm.schedules.cuda.sparse_gemv import schedule_sparse_gemv
+from bitnet_tvm.schedules.layouts import pack_weight
+
+CUDA = tvm.target.Target({"kind": "cuda", "arch": "sm_90"}, host="llvm")
+CPU = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 2})
+ALL_RULES = [TernaryGemv(), SparseGemv(), NormQuantize()]
+OWNER = {
+    attrs.OpName.TERNARY_INT4_MATMUL: TernaryGemv,
+    attrs.OpName.TERNARY_INT8_MATMUL: TernaryGemv,
+    attrs.OpName.TERNARY_INT4_GATE_UP: TernaryGemv,
+    attrs.OpName.TERNARY_INT8_GATE_UP: TernaryGemv,
+    attrs.OpName.SPARSE_INT8_MATMUL: SparseGemv,
+    attrs.OpName.NORM_QUANTIZE: NormQuantize,
+}
+
+
+@T.prim_func(s_tir=True)
+def foreign(a: T.Buffer((8,), "float32"), b: T.Buffer((8,), "float32")):
+    for i in range(8):
+        with T.sblock("b"):
+            vi = T.axis.spatial(8, i)
+            b[vi] = a[vi] + T.float32(1)
+
+
+def test_exactly_one_rule_takes_each_operator_and_binds_threads(cuda, op_name):
+    func = cuda.OPERATORS[op_name]
+    owner = OWNER[attrs.get_op(func)]
+    for rule in ALL_RULES:
+        sch = rule.apply(func, CUDA, False)
+        if not isinstance(rule, owner):
+            assert sch is None
+            continue
+        assert sch is not None
+        scheduled = sch.mod["main"]
+        assert not tvm_ffi.structural_equal(scheduled, func)
+        script = scheduled.script()
+        assert 'thread="blockIdx.x"' in script and 'thread="threadIdx.x"' in script
+
+
+@pytest.mark.parametrize("rule", ALL_RULES, ids=lambda r: type(r).__name__)
+def test_rules_decline_foreign_funcs_llvm_targets_and_scheduled_funcs(cuda, rule):
+    assert rule.apply(foreign, CUDA, False) is None
+    for func in cuda.OPERATORS.values():
+        assert rule.apply(func, CPU, False) is None
+        assert rule.apply(func.with_attr("tirx.is_scheduled", True), CUDA, False) is None
+
+
+def test_rules_leave_foreign_funcs_unchanged_in_a_module():
+    mod = tvm.IRModule({"main": foreign})
+    with CUDA:
+        out = ApplyDefaultSchedule(*cuda_rules())(mod)
+    tvm.ir.assert_structural_equal(out["main"], foreign)
+
+
+def test_dp4a_only_where_the_layout_allows(cuda):
+    ops = cuda.OPERATORS
+
+    def uses_dp4a(name):
+        return "__dp4a" in TernaryGemv().apply(ops[name], CUDA, False).mod.script()
+
+    assert uses_dp4a("dense_dp4a") and uses_dp4a("gate_up_dp4a")
+    assert not uses_dp4a("dense_generic_k172") and not uses_dp4a("dense_base3")
+    no_dp4a = TernaryGemv(GemvKnobs(dp4a=False)).apply(ops["dense_dp4a"], CUDA, False)
+    assert "__dp4a" not in no_dp4a.mod.script()
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"rows": 0}, {"vec": 6}, {"threads": 48}, {"threads": 64}, {"rows": True}]
+)
+def test_gemv_knobs_reject_bad_values(kwargs):
+    with pytest.raises(ValueError, match="GemvKnobs"):
+        GemvKnobs(**kwargs)
+
+
+def test_sparse_knobs_reject_bad_values():
+    with pytest.raises(ValueError, match="SparseGemvKnobs"):
+        SparseGemvKnobs(threads_n=64, threads_k=32)
+
+
+# ----------------------------------------------- loop nests of the schedules, exact on the CPU
+def _run_cpu(sch, inputs, out_shape):
+    ex = tvm.compile(sch.mod, target=CPU)
+    out = tvm.runtime.tensor(np.zeros(out_shape, np.float32))
+    ex["main"](*[tvm.runtime.tensor(a) for a in inputs], out)
+    return out.numpy()
+
+
+def _act(rng, m, k, zero_frac=0.0):
+    x_q = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    x_q[rng.random(x_q.shape) < zero_frac] = 0
+    return x_q, rng.random((m, 1)).astype(np.float32) + np.float32(0.01)
+
+
+@pytest.mark.parametrize(
+    "name", ["dense_dp4a", "dense_generic_k172", "dense_base3", "gate_up_dp4a", "gate_up_generic"]
+)
+def test_gemv_loop_nest_matches_reference(cuda, name):
+    func = cuda.OPERATORS[name]
+    n, k = attrs.get_int(func, attrs.N), attrs.get_int(func, attrs.K)
+    gate_up = attrs.get_op(func) in (
+        attrs.OpName.TERNARY_INT4_GATE_UP,
+        attrs.OpName.TERNARY_INT8_GATE_UP,
+    )
+    rows = 2 * n if gate_up else n
+    rng = np.random.default_rng(n * k)
+    q_w = rng.integers(-1, 2, (rows, k)).astype(np.int8)
+    alpha = rng.random(rows).astype(np.float32)
+    w = pack_weight(q_w, str(func.attrs[attrs.LAYOUT]))
+    sch = schedule_gemv(func, GemvKnobs(), bind_threads=False)
+    for m in (1, 3):
+        x_q, x_s = _act(rng, m, k)
+        got = _run_cpu(sch, [x_q, x_s, w, alpha], (m, n))
+        if gate_up:
+            g = reference.ternary_matmul(x_q, x_s, q_w[:n], alpha[:n])
+            u = reference.ternary_matmul(x_q, x_s, q_w[n:], alpha[n:])
+            r = np.maximum(g, np.float32(0))
+            want = (r * r) * u
+        else:
+            want = reference.ternary_matmul(x_q, x_s, q_w, alpha)
+        assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("name", ["sparse", "sparse_odd"])
+def test_sparse_loop_nest_matches_reference(cuda, name):
+    func = cuda.OPERATORS[name]
+    n, k = attrs.get_int(func, attrs.N), attrs.get_int(func, attrs.K)
+    rng = np.random.default_rng(n + k)
+    q_w = rng.integers(-1, 2, (n, k)).astype(np.int8)
+    alpha = rng.random(n).astype(np.float32)
+    sch = schedule_sparse_gemv(func, SparseGemvKnobs(), bind_threads=False)
+    for m in (1, 3):
+        x_q, x_s = _act(rng, m, k, zero_frac=0.85)
+        got = _run_cpu(sch, [x_q, x_s, pack_weight(q_w, "2bit_kmajor"), alpha], (m, n))
+        assert np.array_equal(got, reference.ternary_matmul(x_q, x_s, q_w, alpha))
