@@ -6,8 +6,14 @@ imported only by the parts that need them).
 
 from __future__ import annotations
 
+import os
 from importlib import import_module
 from typing import Any
+
+# TVM sizes its CPU thread pool once, at the first parallel call, to half the CPUs unless
+# TVM_NUM_THREADS is set (1 worker on a 2-core VM); compiled models should use every core
+# this process may run on.  A value the user set is kept.
+os.environ.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0))))
 
 __version__ = "0.1.0"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tvm.target import Target
+from tvm.target import Target, codegen
 
-__all__ = ["cpu_flags", "host_mcpu", "host_target"]
+__all__ = ["cpu_flags", "has_avx512_vnni", "has_llvm_features", "host_mcpu", "host_target"]
 
 # (required /proc/cpuinfo flags, LLVM mcpu), first match wins; every entry is an x86-64 level or
 # a core LLVM 22 knows.  Zen 4 is told apart from Intel AVX-512 cores by the vendor.
@@ -61,3 +61,18 @@ def host_target(num_cores: int | None = None) -> Target:
     if not isinstance(num_cores, int) or num_cores <= 0:
         raise ValueError(f"num_cores must be a positive int, got {num_cores!r}")
     return Target({"kind": "llvm", "mcpu": host_mcpu(), "num-cores": num_cores})
+
+
+def has_llvm_features(target: Target | None, *features: str) -> bool:
+    """Whether the LLVM CPU ``target`` has every LLVM feature named (from ``mcpu`` / ``mattr``).
+
+    False for non-LLVM targets and for an LLVM target without ``mcpu`` (generic x86-64).
+    """
+    if target is None or target.kind.name != "llvm" or not features:
+        return False
+    return bool(codegen.target_has_features(list(features), target))
+
+
+def has_avx512_vnni(target: Target | None) -> bool:
+    """Whether ``target`` has AVX-512 VNNI (``vpdpbusd`` on zmm registers) and AVX-512 BW."""
+    return has_llvm_features(target, "avx512vnni", "avx512bw", "avx512f")

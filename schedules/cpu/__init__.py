@@ -13,6 +13,7 @@ from bitnet_tvm.schedules.cpu.gemm import GemmKnobs, TernaryGemm
 from bitnet_tvm.schedules.cpu.gemv import GemvKnobs, TernaryGemv
 from bitnet_tvm.schedules.cpu.norm_quantize import NormQuantize
 from bitnet_tvm.schedules.cpu.sparse_gemv import SparseGemv, SparseGemvKnobs
+from bitnet_tvm.schedules.cpu.vnni_matmul import VnniKnobs, VnniMatmul, VnniTile
 
 __all__ = [
     "GemmKnobs",
@@ -22,10 +23,17 @@ __all__ = [
     "SparseGemvKnobs",
     "TernaryGemm",
     "TernaryGemv",
+    "VnniKnobs",
+    "VnniMatmul",
+    "VnniTile",
     "cpu_rules",
 ]
 
 
 def cpu_rules() -> list[ScheduleRule]:
-    """The bitnet-tvm CPU schedule rules with default knobs (GEMV before GEMM)."""
-    return [TernaryGemv(), TernaryGemm(), SparseGemv(), NormQuantize()]
+    """The bitnet-tvm CPU schedule rules with default knobs.
+
+    :class:`VnniMatmul` comes first: on AVX-512 VNNI targets it takes the dense ``2bit``
+    matmuls of any M; elsewhere it declines and the generic GEMV (before GEMM) rules take them.
+    """
+    return [VnniMatmul(), TernaryGemv(), TernaryGemm(), SparseGemv(), NormQuantize()]

@@ -1,0 +1,192 @@
+"""AVX-512 VNNI matmul rule: which PrimFuncs and targets it takes, and exact numerics.
+
+The numerics tests run the ``vpdpbusd`` kernel, so they need a host CPU with AVX-512 VNNI
+(skipped elsewhere); the selection tests need no particular CPU.
+
+Threads: TVM sizes its pool once, at the first parallel call, to ``TVM_NUM_THREADS`` or else
+half the CPUs (1 on a 2-CPU VM), and ``runtime.config_threadpool`` cannot grow it later; this
+module sets ``TVM_NUM_THREADS`` at import (collection, before any kernel runs) so that the
+2-thread cases really run two workers.
+"""
+
+import os
+
+os.environ.setdefault("TVM_NUM_THREADS", str(max(2, os.cpu_count() or 1)))
+
+import numpy as np
+import pytest
+import tvm
+from tvm.s_tir.dlight import ApplyDefaultSchedule
+
+from bitnet_tvm import reference
+from bitnet_tvm.schedules import attrs
+from bitnet_tvm.schedules.cpu import (
+    TernaryGemv,
+    VnniKnobs,
+    VnniMatmul,
+    VnniTile,
+    cpu_rules,
+)
+from bitnet_tvm.schedules.cpu.intrin_x86 import VNNI_TERNARY_2BIT_INTRIN
+from bitnet_tvm.schedules.layouts import WeightLayout, pack_weight
+from bitnet_tvm.schedules.operators import (
+    sparse_int8_matmul,
+    ternary_gate_up,
+    ternary_matmul,
+)
+from bitnet_tvm.schedules.target import cpu_flags, has_avx512_vnni
+
+VNNI = tvm.target.Target({"kind": "llvm", "mcpu": "znver4", "num-cores": 2})
+AVX2 = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 2})
+GENERIC = tvm.target.Target({"kind": "llvm", "num-cores": 2})
+CUDA = tvm.target.Target({"kind": "cuda", "arch": "sm_90"})
+HOST_HAS_VNNI = {"avx512_vnni", "avx512bw", "avx512f"} <= cpu_flags()[1]
+needs_vnni = pytest.mark.skipif(not HOST_HAS_VNNI, reason="host CPU lacks AVX-512 VNNI")
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    config = tvm.get_global_func("runtime.config_threadpool")
+    config(0, request.param)
+    yield request.param
+    config(0, 2)
+
+
+# ------------------------------------------------------------------ selection (golden)
+def test_target_features():
+    assert has_avx512_vnni(VNNI)
+    assert has_avx512_vnni(tvm.target.Target({"kind": "llvm", "mcpu": "icelake-server"}))
+    assert not has_avx512_vnni(AVX2)
+    assert not has_avx512_vnni(GENERIC)
+    assert not has_avx512_vnni(tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"}))
+    assert not has_avx512_vnni(CUDA)
+    assert not has_avx512_vnni(None)
+
+
+@pytest.mark.parametrize("act_bits", [4, 8])
+def test_takes_dense_2bit_matmul_on_vnni_targets(act_bits):
+    func = ternary_matmul(16, 128, act_bits=act_bits)
+    for f in (func, func.with_attr(attrs.M_HINT, 128)):
+        sch = VnniMatmul().apply(f, VNNI, False)
+        assert sch is not None
+        text = sch.mod["main"].script()
+        assert "llvm.x86.avx512.vpdpbusd.512" in text
+        assert sch.mod["main"].attrs["global_symbol"] == f.attrs["global_symbol"]
+        assert int(sch.mod["main"].attrs[attrs.N]) == 16
+
+
+@pytest.mark.parametrize(
+    "target, func",
+    [
+        (AVX2, ternary_matmul(16, 128, act_bits=8)),  # no VNNI
+        (GENERIC, ternary_matmul(16, 128, act_bits=8)),
+        (CUDA, ternary_matmul(16, 128, act_bits=8)),
+        (VNNI, ternary_matmul(16, 128, act_bits=8, layout="base3")),  # other layout
+        (VNNI, ternary_matmul(16, 37, act_bits=8)),  # K < 64
+        (VNNI, ternary_gate_up(16, 128, act_bits=4)),  # other operators
+        (VNNI, sparse_int8_matmul(16, 128)),
+        (VNNI, ternary_matmul(16, 128, act_bits=8).with_attr("tirx.is_scheduled", True)),
+    ],
+    ids=["avx2", "generic", "cuda", "base3", "k37", "gate_up", "sparse", "scheduled"],
+)
+def test_declines(target, func):
+    assert VnniMatmul().apply(func, target, False) is None
+
+
+def test_declines_foreign_funcs():
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def foreign(a: T.Buffer((8,), "float32"), b: T.Buffer((8,), "float32")):
+        for i in range(8):
+            with T.sblock("b"):
+                vi = T.axis.spatial(8, i)
+                b[vi] = a[vi] + T.float32(1)
+
+    assert VnniMatmul().apply(foreign, VNNI, False) is None
+
+
+def test_rule_order_falls_back_without_vnni():
+    """On a non-VNNI target the generic GEMV takes the dense matmul, with VNNI ours does."""
+    func = ternary_matmul(16, 128, act_bits=4)
+    with AVX2:  # (the pass updates the module it is given: one module per call)
+        generic = ApplyDefaultSchedule(*cpu_rules())(tvm.IRModule({"main": func}))
+    want = TernaryGemv().apply(func, AVX2, False).mod["main"]
+    assert "vpdpbusd" not in generic["main"].script()
+    tvm.ir.assert_structural_equal(generic["main"], want.with_attr("tirx.is_scheduled", True))
+    with VNNI:
+        vnni = ApplyDefaultSchedule(*cpu_rules())(tvm.IRModule({"main": func}))
+    assert "vpdpbusd" in vnni["main"].script()
+
+
+def test_intrinsic_registered():
+    from tvm.s_tir import TensorIntrin
+
+    intrin = TensorIntrin.get(VNNI_TERNARY_2BIT_INTRIN)
+    assert "vpdpbusd" in intrin.impl.script()
+
+
+def test_tile_validation():
+    with pytest.raises(ValueError, match=r"VnniTile\.rows must be a positive int"):
+        VnniTile(rows=0)
+    with pytest.raises(ValueError, match=r"VnniTile\.mt"):
+        VnniTile(mt=True)
+
+
+# ------------------------------------------------------------------ numerics (needs VNNI)
+def _run(func, knobs, q_w, ms, rng, act_bits):
+    n, k = q_w.shape
+    sch = VnniMatmul(knobs).apply(func, VNNI, False)
+    ex = tvm.compile(sch.mod, target=VNNI)
+    alpha = rng.random(n).astype(np.float32)
+    packed = pack_weight(q_w, WeightLayout.TWO_BIT)
+    lo, hi = (-8, 8) if act_bits == 4 else (-128, 128)
+    for m in ms:
+        x_q = rng.integers(lo, hi, (m, k)).astype(np.int8)
+        x_q[0, :3] = -128 if act_bits == 8 else -8  # extreme codes
+        x_s = rng.random((m, 1)).astype(np.float32) + np.float32(0.01)
+        y = tvm.runtime.tensor(np.zeros((m, n), np.float32))
+        ex["main"](*[tvm.runtime.tensor(a) for a in (x_q, x_s, packed, alpha)], y)
+        assert np.array_equal(y.numpy(), reference.ternary_matmul(x_q, x_s, q_w, alpha)), m
+
+
+@needs_vnni
+@pytest.mark.parametrize(
+    "n, k",
+    [(13, 384), (13, 320 + 64 + 37), (16, 64), (12, 130), (8, 77)],
+    ids=["13x384", "13x421", "16x64", "12x130", "8x77"],
+)
+@pytest.mark.parametrize("act_bits", [4, 8])
+def test_decode_exact(threads, n, k, act_bits):
+    rng = np.random.default_rng(n * k + act_bits)
+    q_w = rng.integers(-1, 2, (n, k)).astype(np.int8)
+    func = ternary_matmul(n, k, act_bits=act_bits)
+    _run(func, VnniKnobs(), q_w, (1, 3), rng, act_bits)
+
+
+@needs_vnni
+@pytest.mark.parametrize("tile", [VnniTile(rows=4, mt=2), VnniTile(rows=8, mt=3)])
+def test_prefill_exact(threads, tile):
+    """M padded to the row tile: M = 1, 3, 17 with mt = 2 and 3 (partial last tiles)."""
+    rng = np.random.default_rng(tile.mt)
+    n, k = 24, 320 + 37
+    q_w = rng.integers(-1, 2, (n, k)).astype(np.int8)
+    func = ternary_matmul(n, k, act_bits=8).with_attr(attrs.M_HINT, 64)
+    _run(func, VnniKnobs(prefill=tile), q_w, (1, 3, 17), rng, 8)
+
+
+@needs_vnni
+def test_extreme_values_no_overflow():
+    """All weights -1 and all activations -128: the largest |accumulator| (2 * 128 * K)."""
+    n, k = 4, 6912
+    q_w = np.full((n, k), -1, np.int8)
+    q_w[1] = 1
+    rng = np.random.default_rng(0)
+    func = ternary_matmul(n, k, act_bits=8)
+    sch = VnniMatmul().apply(func, VNNI, False)
+    ex = tvm.compile(sch.mod, target=VNNI)
+    x_q = np.full((1, k), -128, np.int8)
+    x_s, alpha = np.ones((1, 1), np.float32), rng.random(n).astype(np.float32)
+    y = tvm.runtime.tensor(np.zeros((1, n), np.float32))
+    ex["main"](*[tvm.runtime.tensor(a) for a in (x_q, x_s, pack_weight(q_w, "2bit"), alpha)], y)
+    assert np.array_equal(y.numpy(), reference.ternary_matmul(x_q, x_s, q_w, alpha))
