@@ -10,7 +10,7 @@ fusion, weight packing) can rebuild the operator with one field changed.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -190,8 +190,3 @@ def emit_bitlinear(
     if len(shape) == 2:
         return y
     return relax.op.reshape(y, [*shape[:-1], spec.n])
-
-
-def with_layout(spec: MatmulSpec, layout: WeightLayout) -> MatmulSpec:
-    """``spec`` with another weight layout."""
-    return replace(spec, layout=layout)
