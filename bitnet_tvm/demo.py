@@ -1,8 +1,8 @@
 """The main job on the built-in model: export, check with onnxruntime, compile with TVM, compare,
 then generate text with a with-past export.
 
-``bitnet-tvm demo`` runs :func:`run_demo`.  The built-in model is the ``tiny`` config with
-seeded random weights in the a4.8 scheme (a trained model replaces it in a later release).
+``bitnet-tvm demo`` runs :func:`run_demo`.  The built-in model is a small byte-level a4.8 BitNet
+trained on English quotations (:mod:`bitnet_tvm.train`, :mod:`bitnet_tvm.model.builtin`).
 """
 
 from __future__ import annotations
@@ -17,15 +17,29 @@ import numpy as np
 __all__ = ["DEMO_PROMPT", "builtin_model", "run_demo"]
 
 #: Prompt of the demo's generation step (byte-level tokenizer).
-DEMO_PROMPT = "BitNet runs on TVM"
+DEMO_PROMPT = "The secret of life is"
 
 log = logging.getLogger(__name__)
 
 
 def builtin_model(scheme: str = "a4.8", seed: int = 0) -> Any:
-    """The built-in model: config ``tiny`` with seeded random weights."""
-    from bitnet_tvm.model import BitNetForCausalLM, get_config
+    """The built-in model: the trained byte-level a4.8 BitNet shipped in ``bitnet_tvm/assets``.
 
+    Its ternary weights come as frozen float codes (:func:`~bitnet_tvm.model.builtin.
+    load_builtin_model` with ``form="ternary"``), which export with any ``weights`` form.  A
+    ``scheme`` other than ``a4.8`` that also has ternary weights switches its activation
+    quantizers (:meth:`~bitnet_tvm.model.BitNetForCausalLM.set_scheme`; the weights were trained
+    for a4.8).  When the asset is missing, or ``scheme`` has float weights, the model is the
+    ``tiny`` config with random weights drawn from ``seed`` (which the trained model ignores).
+    """
+    from bitnet_tvm.model import BitNetForCausalLM, get_config
+    from bitnet_tvm.model.builtin import builtin_asset_available, load_builtin_model
+    from bitnet_tvm.schemes import WeightFormat, get_scheme
+
+    if builtin_asset_available() and get_scheme(scheme).weight is WeightFormat.TERNARY:
+        model = load_builtin_model(form="ternary")
+        return model.set_scheme(scheme) if scheme != model.config.scheme else model
+    log.warning("using a random tiny %s model (no trained built-in model for it)", scheme)
     return BitNetForCausalLM(get_config("tiny", scheme=scheme), seed=seed).eval()
 
 

@@ -115,6 +115,26 @@ class BitLinear(nn.Linear):
         self.freeze_ternary()
         self.weight = nn.Parameter(self.weight.to(torch.int8), requires_grad=False)
 
+    def set_scheme(self, scheme: QuantScheme) -> None:
+        """Switch this layer's activation quantizer to ``scheme``'s for its site (in place).
+
+        Weights are untouched, so ``scheme`` must have this layer's weight format.
+
+        Raises
+        ------
+        ValueError
+            If ``scheme``'s weights are ternary and this layer's are float, or the reverse.
+        """
+        if not isinstance(scheme, QuantScheme):
+            raise TypeError(f"scheme must be a QuantScheme, got {type(scheme).__name__}")
+        if (scheme.weight is WeightFormat.TERNARY) != self.ternary:
+            have = "ternary" if self.ternary else "float"
+            raise ValueError(
+                f"scheme {scheme.name!r} has {scheme.weight.value} weights; this {self.site} "
+                f"BitLinear has {have} weights (a weight format cannot be switched in place)"
+            )
+        self.act_quant.act = scheme.site(self.site)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, a_scale = self.act_quant(x)
         w, w_scale = self.quantized_weight()

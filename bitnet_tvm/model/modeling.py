@@ -23,7 +23,7 @@ from torch import nn
 from bitnet_tvm.model.config import BitNetConfig
 from bitnet_tvm.model.layers import BitLinear, ReLU2, RMSNorm
 from bitnet_tvm.model.quant import fake_quantize_kv
-from bitnet_tvm.schemes import KVQuant, get_scheme
+from bitnet_tvm.schemes import KVQuant, QuantScheme, get_scheme
 
 __all__ = ["BitNetForCausalLM", "KVCache"]
 
@@ -207,6 +207,45 @@ class BitNetForCausalLM(nn.Module):
         for module in self.modules():
             if isinstance(module, BitLinear):
                 module.freeze_int8()
+        return self
+
+    def set_scheme(self, scheme: str | QuantScheme) -> BitNetForCausalLM:
+        """Switch the activation and KV-cache quantizers of this live model to ``scheme``.
+
+        In place, keeping every weight (and the optimizer state of a training run): this is
+        a4.8's second training stage, which continues a model trained with b1.58's 8-bit
+        activations under the hybrid INT4 / TopK-INT8 quantizers (arXiv 2411.04965, Sec. 2.3).
+        ``config.scheme`` becomes ``scheme``'s name.
+
+        Parameters
+        ----------
+        scheme : str or QuantScheme
+            A registered scheme (name or the registered object) with this model's weight format.
+
+        Raises
+        ------
+        ValueError
+            Unknown scheme, an unregistered QuantScheme, or another weight format.
+        """
+        new = get_scheme(scheme)
+        if get_scheme(new.name) != new:
+            raise ValueError(
+                f"scheme {new.name!r} is not the registered scheme of that name; register it "
+                "first (bitnet_tvm.schemes.register_scheme)"
+            )
+        current = get_scheme(self.config.scheme)
+        if new.weight is not current.weight:
+            raise ValueError(
+                f"scheme {new.name!r} has {new.weight.value} weights, this model's scheme "
+                f"{current.name!r} has {current.weight.value} weights; a weight format cannot "
+                "be switched in place"
+            )
+        for module in self.modules():
+            if isinstance(module, BitLinear):
+                module.set_scheme(new)
+            elif isinstance(module, BitNetAttention):
+                module.kv = new.kv
+        self.config = self.config.replace(scheme=new.name)
         return self
 
     def _check_inputs(self, input_ids: torch.Tensor, past: KVCache | None) -> int:
