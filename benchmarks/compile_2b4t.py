@@ -19,12 +19,14 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import psutil
+
+from bitnet_tvm.atomic import atomic_open
+from bitnet_tvm.machine import cpu_model
 
 RESULTS = Path(__file__).resolve().parent / "results" / "compile_2b4t.json"
 GIB = float(1 << 30)
@@ -138,16 +140,8 @@ def run_measured(cmd: list[str], label: str) -> dict:
 
 
 def _machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "ram_gib": round(psutil.virtual_memory().total / GIB, 1),
         "python": platform.python_version(),
@@ -155,15 +149,8 @@ def _machine() -> dict:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as f:
+        f.write(text)
 
 
 def main() -> None:

@@ -48,6 +48,8 @@ from tvm import s_tir
 from tvm.s_tir.dlight import ApplyDefaultSchedule
 from tvm.script import tirx as T
 
+from bitnet_tvm.atomic import atomic_open
+from bitnet_tvm.machine import cpu_model
 from bitnet_tvm.schedules import attrs
 from bitnet_tvm.schedules.cpu import (
     NormQuantize,
@@ -100,15 +102,11 @@ class Row:
 # ------------------------------------------------------------------ machine and threads
 def machine_info() -> dict:
     """CPU model, cores, SIMD flags, versions and load of this machine."""
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next(
-        (ln.split(":", 1)[1].strip() for ln in text.splitlines() if "model name" in ln), ""
-    )
     simd = ["avx2", "avx512f", "avx512bw", "avx512_vnni", "avx512vbmi", "avx512_vpopcntdq"]
     import onnxruntime
 
     return {
-        "cpu": model or platform.processor(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "flags": sorted(f for f in cpu_flags()[1] if f in simd),
         "target": str(host_target()),
@@ -509,7 +507,8 @@ def main() -> None:
         "rows": [asdict(r) for r in rows],
         "goals": goals,
     }
-    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1))
+    with atomic_open(args.out / f"{stem}.json") as f:
+        f.write(json.dumps(report, indent=1))
     plot(rows, bw, args.out / f"{stem}.png")
     print(f"wrote {args.out / stem}.json and .png")
 

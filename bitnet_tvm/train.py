@@ -48,7 +48,6 @@ import os
 import platform
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -58,6 +57,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from bitnet_tvm.atomic import atomic_open
+from bitnet_tvm.machine import cpu_model
 from bitnet_tvm.model import BitNetConfig, BitNetForCausalLM, measure_sparsity
 from bitnet_tvm.schemes import get_scheme
 
@@ -402,15 +403,8 @@ def _optimizer(model: BitNetForCausalLM, config: TrainConfig) -> torch.optim.Opt
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
     """``torch.save`` ``state`` to ``path`` atomically (a temporary file renamed into place)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:
+        torch.save(state, f)
     return path
 
 
@@ -676,16 +670,8 @@ def _sample_text(heldout: np.ndarray, limit: int = 6144) -> str:
 def _machine() -> dict[str, Any]:
     import tvm
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
@@ -826,11 +812,8 @@ def plot(results: dict[str, Any], histories: dict[str, list[dict]], path: Path) 
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
+    with atomic_open(path) as f:
         f.write(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
