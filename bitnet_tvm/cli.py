@@ -266,7 +266,12 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--workdir", default="artifacts/demo", help="where files are written")
     demo.add_argument("--scheme", default="a4.8", help="quantization scheme preset")
-    demo.add_argument("--seed", type=int, default=0, help="seed of the built-in random model")
+    demo.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the random fallback model (used only when the built-in asset is missing)",
+    )
     demo.set_defaults(func=_cmd_demo)
 
     export = sub.add_parser(

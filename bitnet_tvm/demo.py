@@ -17,7 +17,7 @@ import numpy as np
 __all__ = ["DEMO_PROMPT", "builtin_model", "run_demo"]
 
 #: Prompt of the demo's generation step (byte-level tokenizer).
-DEMO_PROMPT = "The secret of life is"
+DEMO_PROMPT = "Love is"
 
 log = logging.getLogger(__name__)
 
