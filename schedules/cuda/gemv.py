@@ -48,8 +48,8 @@ from bitnet_tvm.schedules.cuda.common import (
     DENSE,
     GATE_UP,
     BitnetCUDARule,
-    divisor,
     pow2_divisor,
+    split_factor,
 )
 from bitnet_tvm.schedules.cuda.intrin import DP4A_LOCAL_INTRIN
 
@@ -151,7 +151,7 @@ class _Plan:
         """Split the ``(m, n)`` loops of the last block into ``(m * n_outer, rows)``, bound."""
         sch = self.sch
         m, n = sch.get_loops(block)
-        rows = divisor(int(sch.get(n).extent), self.knobs.rows)
+        rows = split_factor(int(sch.get(n).extent), self.knobs.rows)
         n_outer, ty = sch.split(n, [None, rows])
         bx = sch.fuse(m, n_outer)
         self.bind(bx, "blockIdx.x")

@@ -32,7 +32,7 @@ from tvm import s_tir, tirx
 from tvm.target import Target
 
 from bitnet_tvm.schedules import attrs
-from bitnet_tvm.schedules.cuda.common import BitnetCUDARule, divisor, pow2_divisor
+from bitnet_tvm.schedules.cuda.common import BitnetCUDARule, pow2_divisor, split_factor
 
 __all__ = ["SparseGemv", "SparseGemvKnobs", "schedule_sparse_gemv"]
 
@@ -91,8 +91,8 @@ def schedule_sparse_gemv(
 
     sch = s_tir.Schedule(func)
     n_total, k_total = attrs.get_int(func, attrs.N), attrs.get_int(func, attrs.K)
-    cols = divisor(n_total, knobs.cols)
-    threads_n = divisor(n_total // cols, knobs.threads_n)
+    cols = split_factor(n_total, knobs.cols)
+    threads_n = split_factor(n_total // cols, knobs.threads_n)
     threads_k = pow2_divisor(k_total, knobs.threads_k)
     sch.compute_inline(sch.get_sblock("decode"))
     block = sch.get_sblock("matmul")
