@@ -9,7 +9,6 @@ import pytest
 import tvm
 import tvm_ffi
 from tvm.s_tir.dlight import ApplyDefaultSchedule
-from tvm.script import tirx as T
 
 from bitnet_tvm import reference
 from bitnet_tvm.schedules import attrs
@@ -31,14 +30,6 @@ from bitnet_tvm.schemes import get_scheme
 
 CPU = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 2})
 CUDA = tvm.target.Target({"kind": "cuda", "arch": "sm_90"})
-
-
-@T.prim_func(s_tir=True)
-def foreign(a: T.Buffer((8,), "float32"), b: T.Buffer((8,), "float32")):
-    for i in range(8):
-        with T.sblock("b"):
-            vi = T.axis.spatial(8, i)
-            b[vi] = a[vi] + T.float32(1)
 
 
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
@@ -99,7 +90,7 @@ def test_exactly_one_rule_takes_each_operator(case):
 
 
 @pytest.mark.parametrize("rule", ALL_RULES, ids=lambda r: type(r).__name__)
-def test_rules_decline_foreign_funcs_and_non_cpu_targets(rule):
+def test_rules_decline_foreign_funcs_and_non_cpu_targets(rule, foreign):
     assert rule.apply(foreign, CPU, False) is None
     for func, _ in OWNER.values():
         assert rule.apply(func, CUDA, False) is None
@@ -107,7 +98,7 @@ def test_rules_decline_foreign_funcs_and_non_cpu_targets(rule):
     assert rule.apply(scheduled, CPU, False) is None
 
 
-def test_rules_leave_foreign_funcs_unchanged_in_a_module():
+def test_rules_leave_foreign_funcs_unchanged_in_a_module(foreign):
     mod = tvm.IRModule({"main": foreign})
     with CPU:
         out = ApplyDefaultSchedule(*cpu_rules())(mod)

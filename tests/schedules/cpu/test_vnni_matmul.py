@@ -93,16 +93,7 @@ def test_declines(target, func):
     assert VnniMatmul().apply(func, target, False) is None
 
 
-def test_declines_foreign_funcs():
-    from tvm.script import tirx as T
-
-    @T.prim_func(s_tir=True)
-    def foreign(a: T.Buffer((8,), "float32"), b: T.Buffer((8,), "float32")):
-        for i in range(8):
-            with T.sblock("b"):
-                vi = T.axis.spatial(8, i)
-                b[vi] = a[vi] + T.float32(1)
-
+def test_declines_foreign_funcs(foreign):
     assert VnniMatmul().apply(foreign, VNNI, False) is None
 
 

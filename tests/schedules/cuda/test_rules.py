@@ -8,7 +8,6 @@ import pytest
 import tvm
 import tvm_ffi
 from tvm.s_tir.dlight import ApplyDefaultSchedule
-from tvm.script import tirx as T
 
 from bitnet_tvm import reference
 from bitnet_tvm.schedules import attrs
@@ -37,14 +36,6 @@ OWNER = {
 }
 
 
-@T.prim_func(s_tir=True)
-def foreign(a: T.Buffer((8,), "float32"), b: T.Buffer((8,), "float32")):
-    for i in range(8):
-        with T.sblock("b"):
-            vi = T.axis.spatial(8, i)
-            b[vi] = a[vi] + T.float32(1)
-
-
 def test_exactly_one_rule_takes_each_operator_and_binds_threads(cuda, op_name):
     func = cuda.OPERATORS[op_name]
     owner = OWNER[attrs.get_op(func)]
@@ -61,14 +52,14 @@ def test_exactly_one_rule_takes_each_operator_and_binds_threads(cuda, op_name):
 
 
 @pytest.mark.parametrize("rule", ALL_RULES, ids=lambda r: type(r).__name__)
-def test_rules_decline_foreign_funcs_llvm_targets_and_scheduled_funcs(cuda, rule):
+def test_rules_decline_foreign_funcs_llvm_targets_and_scheduled_funcs(cuda, rule, foreign):
     assert rule.apply(foreign, CUDA, False) is None
     for func in cuda.OPERATORS.values():
         assert rule.apply(func, CPU, False) is None
         assert rule.apply(func.with_attr("tirx.is_scheduled", True), CUDA, False) is None
 
 
-def test_rules_leave_foreign_funcs_unchanged_in_a_module():
+def test_rules_leave_foreign_funcs_unchanged_in_a_module(foreign):
     mod = tvm.IRModule({"main": foreign})
     with CUDA:
         out = ApplyDefaultSchedule(*cuda_rules())(mod)
