@@ -14,7 +14,7 @@ variables to their bound values and accept the spellings listed here in one plac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import tvm
@@ -40,6 +40,9 @@ class GraphView:
 
     mod: tvm.IRModule
     var2val: dict
+    # (PrimFunc name, call text) -> whether that PrimFunc computes it; printing a PrimFunc is
+    # slow and the same few frontend PrimFuncs are asked about at every BitLinear.
+    _computes: dict[tuple[str, str], bool] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, mod: tvm.IRModule, func: relax.Function) -> GraphView:
@@ -88,10 +91,17 @@ class GraphView:
             return None
         if not gvar.name_hint.startswith(name) or len(args.fields) != 2:
             return None
-        func = self.mod[gvar] if gvar in self.mod.get_global_vars() else None
-        if not isinstance(func, tirx.PrimFunc) or not _computes(func, _TIR_ELEMWISE[name]):
+        if not self._tir_computes(gvar, _TIR_ELEMWISE[name]):
             return None
         return args.fields[0], args.fields[1]
+
+    def _tir_computes(self, gvar: tvm.ir.GlobalVar, call_text: str) -> bool:
+        """Whether the PrimFunc ``gvar`` (small, frontend-generated) computes ``call_text``."""
+        key = (gvar.name_hint, call_text)
+        if key not in self._computes:
+            func = self.mod[gvar] if gvar in self.mod.get_global_vars() else None
+            self._computes[key] = isinstance(func, tirx.PrimFunc) and call_text in func.script()
+        return self._computes[key]
 
     def unbroadcast(self, expr: relax.Expr) -> relax.Expr:
         """The operand of a ``broadcast_to`` (implicit in elementwise ops), else ``expr``."""
@@ -170,11 +180,6 @@ class GraphView:
     def same(self, a: relax.Expr, b: relax.Expr) -> bool:
         """Whether two expressions are the same value (same variable after resolution)."""
         return a.same_as(b) or self.value(a).same_as(self.value(b))
-
-
-def _computes(func: tirx.PrimFunc, call_text: str) -> bool:
-    """Whether a (small, frontend-generated) PrimFunc's body computes ``call_text``."""
-    return call_text in func.script()
 
 
 def _prim_value(expr: relax.Expr) -> float | None:
