@@ -6,17 +6,22 @@ One run measures, on this machine and in this process:
   threads; NumPy's single-threaded sum for reference) -- the roof for the decode GEMVs;
 * NumPy/OpenBLAS float32 ``x @ W.T``;
 * ONNX Runtime int8 ``MatMulInteger`` (uint8 activations with zero point x int8 weights);
-* our ternary matmul (2-bit weights) with INT8 and with INT4 activations, scheduled by the CPU
-  rules (AVX-512 VNNI where the CPU has it), and the generic (pre-VNNI) schedule for reference;
-* the sparse INT8 GEMV of the ``down`` shape at 85 % zero activations.
+* our ternary matmul with INT8 and with INT4 activations in the layout the CPU rules select
+  (AVX-512 VNNI: row-interleaved ``2bit_vnni``), INT8 with 1.6-bit weights (``base3_vnni``),
+  and the generic (pre-VNNI) schedule on plain ``2bit`` for reference (M <= 128);
+* the fused gate/up (gate first, ~half the up rows skipped) on the gate/up shapes at M=1;
+* the sparse INT8 GEMV of the ``down`` shapes at 85 % zero activations.
+
+Shapes: BitNet-2B4T (hidden 2560, intermediate 6912) and the paper's 3B (hidden 3200,
+intermediate 8640, 32 heads), fused QKV and gate/up as the compiler emits them.
 
 "cold" cycles through distinct weight copies totalling >= 128 MiB between calls (weights come
 from DRAM, as in a model); "warm" calls one matrix repeatedly.  M > 1 rows are cold only.
 Every number is the median of per-call times (5 batches; ``spread`` is the max/min of the batch
 medians).  Timings include TVM's Python call overhead (a few µs; see ``call_overhead_us``).
 
-    python benchmarks/cpu_kernels.py            # full table, ~10 min
-    python benchmarks/cpu_kernels.py --quick    # smoke run, one shape, ~1 min
+    python benchmarks/cpu_kernels.py            # full table (a quiet machine: ~1 h)
+    python benchmarks/cpu_kernels.py --quick    # smoke run, two shapes, M=1, ~2 min
 
 Writes ``benchmarks/results/cpu_kernels.json`` and ``cpu_kernels.png`` (``--quick``: the
 ``_quick`` variants).
@@ -59,7 +64,8 @@ from bitnet_tvm.schedules.cpu import (
     cpu_rules,
 )
 from bitnet_tvm.schedules.layouts import pack_weight
-from bitnet_tvm.schedules.operators import sparse_int8_matmul, ternary_matmul
+from bitnet_tvm.schedules.operators import sparse_int8_matmul, ternary_gate_up, ternary_matmul
+from bitnet_tvm.schedules.selection import select_layout
 from bitnet_tvm.schedules.target import cpu_flags, host_target
 
 SHAPES = {  # name: (N, K) of W[N, K]
@@ -67,7 +73,12 @@ SHAPES = {  # name: (N, K) of W[N, K]
     "qkv 3840x2560": (3840, 2560),
     "gate/up 13824x2560": (13824, 2560),
     "down 2560x6912": (2560, 6912),
+    "3B attn 3200x3200": (3200, 3200),
+    "3B qkv 9600x3200": (9600, 3200),
+    "3B gate/up 17280x3200": (17280, 3200),
+    "3B down 3200x8640": (3200, 8640),
 }
+QUICK_SHAPES = ("attn 2560x2560", "down 2560x6912")
 #: llama.cpp TQ2_0 on a machine like this one, 2 threads (from the issue).
 LLAMA_CPP = {
     ("gate/up 13824x2560", 1, "cold"): 403.0,
@@ -249,6 +260,10 @@ def ort_int8(n, k, m, cold, budget, threads) -> tuple[float, float, int]:
 
 
 GENERIC_RULES = [TernaryGemv(), TernaryGemm(), SparseGemv(), NormQuantize()]
+GENERIC_IMPL = "ours int4 generic (pre-VNNI)"
+BASE3_IMPL = "ours int8 1.6-bit ternary"
+SPARSE_IMPL = f"ours sparse int8 {SPARSE_ZEROS:.0%} zeros"
+GATE_UP_IMPL = "ours int8 gate_up, gate first"
 
 
 def _compile(func, target, rules):
@@ -257,15 +272,19 @@ def _compile(func, target, rules):
     return tvm.compile(mod, target=target)
 
 
-def tvm_ternary(n, k, m, cold, budget, threads, act_bits, rules, sparse=False):
-    """Our scheduled ternary matmul (2-bit weights); ``sparse``: the K-major sparse GEMV."""
+def tvm_ternary(n, k, m, cold, budget, threads, act_bits, rules, kind="dense", base3=False):
+    """Our scheduled ternary matmul in the layout ``select_layout`` picks for ``kind``
+    (``"sparse"``: the sparse GEMV; ``"generic"``: plain 2-bit rows); ``base3``: 1.6 bits."""
     rng = np.random.default_rng(0)
     target = host_target(threads)
     q_w = rng.integers(-1, 2, (n, k)).astype(np.int8)
+    sparse = kind == "sparse"
     if sparse:
-        func, layout = sparse_int8_matmul(n, k), "2bit_kmajor"
+        layout = select_layout("sparse", target)
+        func = sparse_int8_matmul(n, k, layout=layout)
     else:
-        func, layout = ternary_matmul(n, k, act_bits=act_bits), "2bit"
+        layout = "2bit" if kind == "generic" else select_layout("dense", target, base3=base3)
+        func = ternary_matmul(n, k, act_bits=act_bits, layout=layout)
     if m > 1:
         func = func.with_attr(attrs.M_HINT, m)
     ex = _compile(func, target, rules)
@@ -282,6 +301,27 @@ def tvm_ternary(n, k, m, cold, budget, threads, act_bits, rules, sparse=False):
     f = ex["main"]
     set_threads(threads)
     us, spread = time_calls([lambda w=w: f(x, x_s, w, alpha, y) for w in ws], budget)
+    return us, spread, packed.nbytes
+
+
+def tvm_gate_up(n, k, cold, budget, threads):
+    """Our fused gate/up + ReLU^2 GLU at decode (``W_gu`` of ``n = 2I`` rows): gate first, up
+    rows only where ``relu(gate) > 0`` (about half of them here: random signs)."""
+    rng = np.random.default_rng(0)
+    target = host_target(threads)
+    i = n // 2
+    q_w = rng.integers(-1, 2, (2 * i, k)).astype(np.int8)
+    layout = select_layout("gate_up", target)
+    ex = _compile(ternary_gate_up(i, k, act_bits=8, layout=layout), target, cpu_rules())
+    packed = pack_weight(q_w, layout)
+    ws = [tvm.runtime.tensor(packed) for _ in range(copies_for(packed.nbytes, cold))]
+    x = tvm.runtime.tensor(rng.integers(-128, 128, (1, k)).astype(np.int8))
+    x_s = tvm.runtime.tensor(np.full((1, 1), 0.01, np.float32))
+    alpha = tvm.runtime.tensor(rng.standard_normal(2 * i).astype(np.float32))
+    h = tvm.runtime.tensor(np.zeros((1, i), np.float32))
+    f = ex["main"]
+    set_threads(threads)
+    us, spread = time_calls([lambda w=w: f(x, x_s, w, alpha, h) for w in ws], budget)
     return us, spread, packed.nbytes
 
 
@@ -306,7 +346,8 @@ def call_overhead_us() -> float:
 
 # ------------------------------------------------------------------ harness
 def measure(args) -> tuple[list[Row], dict]:
-    shapes = {"attn 2560x2560": SHAPES["attn 2560x2560"]} if args.quick else SHAPES
+    names = QUICK_SHAPES if args.quick else args.shapes or tuple(SHAPES)
+    shapes = {name: SHAPES[name] for name in names}
     ms = [1] if args.quick else args.m
     threads_list = [2] if args.quick else args.threads
     budget = 0.1 if args.quick else args.budget
@@ -339,15 +380,23 @@ def measure(args) -> tuple[list[Row], dict]:
                             f"ours int{bits} ternary",
                             tvm_ternary(n, k, m, cold, budget, threads, bits, cpu_rules()),
                         )
-                    if m == 1 or not args.quick:
+                    add(
+                        BASE3_IMPL,
+                        tvm_ternary(n, k, m, cold, budget, threads, 8, cpu_rules(), base3=True),
+                    )
+                    if m == 1 or (m <= 128 and not args.quick):
                         add(
-                            "ours int4 generic (pre-VNNI)",
-                            tvm_ternary(n, k, m, cold, budget, threads, 4, GENERIC_RULES),
+                            GENERIC_IMPL,
+                            tvm_ternary(
+                                n, k, m, cold, budget, threads, 4, GENERIC_RULES, "generic"
+                            ),
                         )
-                    if name.startswith("down") and m == 1:
+                    if "gate/up" in name and m == 1:
+                        add(GATE_UP_IMPL, tvm_gate_up(n, k, cold, budget, threads))
+                    if "down" in name and m == 1:
                         add(
-                            f"ours sparse int8 {SPARSE_ZEROS:.0%} zeros",
-                            tvm_ternary(n, k, m, cold, budget, threads, 8, cpu_rules(), True),
+                            SPARSE_IMPL,
+                            tvm_ternary(n, k, m, cold, budget, threads, 8, cpu_rules(), "sparse"),
                         )
     return rows, extra
 
@@ -363,7 +412,7 @@ def derive(rows: list[Row], bw: dict) -> None:
         for attr, impl in (
             ("vs_fp32", "numpy fp32"),
             ("vs_ort", "onnxruntime int8"),
-            ("vs_generic", "ours int4 generic (pre-VNNI)"),
+            ("vs_generic", GENERIC_IMPL),
         ):
             base = index.get((*key, impl))
             if base is not None and r.impl.startswith("ours"):
@@ -397,8 +446,19 @@ def targets(rows: list[Row], bw: dict) -> list[dict]:
                     "met": r.pct_dram >= 80,
                 }
             )
+    index = {(r.shape, r.m, r.threads, r.mode, r.impl): r for r in rows}
     for r in rows:
-        if "sparse" in r.impl:
+        two = index.get((r.shape, r.m, r.threads, r.mode, "ours int8 ternary"))
+        if r.impl == BASE3_IMPL and r.m == 1 and two is not None:
+            out.append(
+                {
+                    "goal": f"1.6-bit no slower than 2-bit: {r.shape} t={r.threads} {r.mode}",
+                    "ratio_2bit_over_1p6bit": two.us / r.us,
+                    "met": r.us <= two.us,
+                }
+            )
+    for r in rows:
+        if r.impl == SPARSE_IMPL:
             dense = [
                 d
                 for d in rows
@@ -477,9 +537,12 @@ def plot(rows: list[Row], bw: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one shape, M=1, 2 threads")
+    parser.add_argument("--quick", action="store_true", help="two shapes, M=1, 2 threads")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--m", type=int, nargs="+", default=[1, 16, 128])
+    parser.add_argument(
+        "--shapes", nargs="+", choices=tuple(SHAPES), metavar="SHAPE", help="subset of SHAPES"
+    )
+    parser.add_argument("--m", type=int, nargs="+", default=[1, 16, 128, 512])
     parser.add_argument("--budget", type=float, default=0.4, help="seconds per measurement")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()

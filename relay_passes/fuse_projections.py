@@ -29,6 +29,7 @@ import tvm
 from tvm import relax
 
 from bitnet_tvm.reference import unpack_ternary
+from bitnet_tvm.schedules.selection import gate_up_layout
 
 from .emit import MatmulSpec, emit_like, emit_matmul, read_spec
 from .fuse_bitlinear import users_of
@@ -188,7 +189,8 @@ def _gate_up(g: GraphView, members: list[Member], glu: relax.Var) -> Build:
         raise ValueError(f"gate/up widths differ: {gate_spec.n} vs {up_spec.n}")
     (qg, ag), (qu, au) = _codes(g, gate_call, gate_spec), _codes(g, up_call, up_spec)
     q_w, alpha = np.concatenate([qg, qu]), np.concatenate([ag, au])
-    spec = MatmulSpec("gate_up", gate_spec.n, gate_spec.k, gate_spec.act_bits, gate_spec.layout)
+    layout = gate_up_layout(gate_spec.layout)
+    spec = MatmulSpec("gate_up", gate_spec.n, gate_spec.k, gate_spec.act_bits, layout)
 
     def build(bb: relax.BlockBuilder, visit: Callable) -> dict:
         xq, xs = (visit(a) for a in gate_call.args[1].fields[:2])

@@ -26,21 +26,40 @@ class WeightLayout(StrEnum):
       rows whose activation is non-zero).
     * ``base3``: :func:`reference.pack_ternary_base3` of ``W``: uint8 ``[N, ceil(K / 5)]``,
       element ``(n, k)`` is digit ``k % 5`` (base 3) of byte ``[n, k // 5]``.
+    * ``2bit_vnni``: :func:`reference.pack_ternary_2bit_vnni`: uint8
+      ``[ceil(N / 16), ceil(K / 64) * 256]``, groups of 16 rows interleaved per 16-byte block
+      (one linear stream per register tile of the VNNI decode kernel).
+    * ``base3_vnni``: :func:`reference.pack_ternary_base3_vnni`: uint8
+      ``[ceil(N / 16), ceil(K / 320) * 1024]``, 1.6 bits per weight, digit ``d`` of 64
+      consecutive bytes holding 64 consecutive codes; row groups interleaved per 64-byte block.
     """
 
     TWO_BIT = "2bit"
     TWO_BIT_KMAJOR = "2bit_kmajor"
     BASE3 = "base3"
+    TWO_BIT_VNNI = "2bit_vnni"
+    BASE3_VNNI = "base3_vnni"
 
     @property
     def codes_per_byte(self) -> int:
         """Ternary codes stored per byte."""
-        return 5 if self is WeightLayout.BASE3 else 4
+        return 5 if self in (WeightLayout.BASE3, WeightLayout.BASE3_VNNI) else 4
 
     @property
     def k_major(self) -> bool:
         """Whether the packed matrix is ``W^T`` (rows indexed by K)."""
         return self is WeightLayout.TWO_BIT_KMAJOR
+
+    @property
+    def vnni_block(self) -> int | None:
+        """Codes per row and block of a row-interleaved VNNI layout (None for the others)."""
+        return _VNNI_BLOCK.get(self)
+
+
+_VNNI_BLOCK = {
+    WeightLayout.TWO_BIT_VNNI: reference.VNNI_BLOCK_2BIT,
+    WeightLayout.BASE3_VNNI: reference.VNNI_BLOCK_BASE3,
+}
 
 
 def _dim(value: object, name: str) -> int:
@@ -53,6 +72,11 @@ def packed_shape(n: int, k: int, layout: WeightLayout | str) -> tuple[int, int]:
     """Shape of the packed uint8 array holding a ternary ``W[n, k]`` in ``layout``."""
     n, k = _dim(n, "n"), _dim(k, "k")
     layout = WeightLayout(layout)
+    if layout.vnni_block is not None:
+        rows = reference.VNNI_ROWS
+        return -(-n // rows), -(-k // layout.vnni_block) * layout.vnni_block * rows // (
+            layout.codes_per_byte
+        )
     if layout.k_major:
         return k, -(-n // layout.codes_per_byte)
     return n, -(-k // layout.codes_per_byte)
@@ -70,6 +94,10 @@ def pack_weight(q_w: np.ndarray, layout: WeightLayout | str) -> np.ndarray:
         raise ValueError(f"q_w must be a 2-D [N, K] numpy array, got {getattr(q_w, 'shape', q_w)}")
     if layout is WeightLayout.BASE3:
         return reference.pack_ternary_base3(q_w)
+    if layout is WeightLayout.TWO_BIT_VNNI:
+        return reference.pack_ternary_2bit_vnni(q_w)
+    if layout is WeightLayout.BASE3_VNNI:
+        return reference.pack_ternary_base3_vnni(q_w)
     if layout.k_major:
         return reference.pack_ternary_2bit(np.ascontiguousarray(q_w.T))
     return reference.pack_ternary_2bit(q_w)

@@ -15,7 +15,13 @@ defaults, and scheduling is split so that the autotuner can drive the same code:
     Candidate values per knob field, for the tuner (the defaults' values among them).
 
 ``apply`` (dlight's entry point) is ``accepts`` -> ``prepare`` -> ``schedule`` with the rule's
-own knobs.  Rules written before this protocol override ``apply`` directly.
+own knobs.  Rules written before this protocol override ``apply`` directly; the tuner leaves
+those at their defaults (:meth:`BitnetRule.follows_protocol` tells them apart).
+
+Knob fields that ``prepare`` reads are listed in ``structural_knobs``; the tuner tunes every
+combination of their candidate values as its own workload and samples the other fields inside
+the schedule (see :mod:`bitnet_tvm.tuning.space`).  ``knob_space`` must be deterministic (the
+tuner maps sampled indices back to values with it) and list each field's default value.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ class BitnetRule(ScheduleRule):
     ops: tuple[attrs.OpName, ...] = ()
     target_kind: str = ""
     Knobs: ClassVar[type] = NoKnobs
+    #: Knob fields read by ``prepare`` (each value is its own tuning workload).
+    structural_knobs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, knobs: Any | None = None) -> None:
         self.knobs = knobs if knobs is not None else self.Knobs()
@@ -74,12 +82,22 @@ class BitnetRule(ScheduleRule):
         """Candidate values of each knob field for ``func`` (empty: nothing to tune)."""
         return {}
 
+    @classmethod
+    def follows_protocol(cls) -> bool:
+        """Whether the rule implements ``schedule`` (and keeps the base ``apply``), so that the
+        tuner can drive it with other knobs."""
+        return cls.schedule is not BitnetRule.schedule and cls.apply is BitnetRule.apply
+
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
         """dlight's entry point: schedule ``func`` with this rule's knobs, or return None."""
         if not self.accepts(func, target):
             return None
-        sch = s_tir.Schedule(self.prepare(func, self.knobs))
-        self.schedule(sch, self.knobs)
+        return self.schedule_with(func, self.knobs)
+
+    def schedule_with(self, func: tirx.PrimFunc, knobs: Any) -> s_tir.Schedule:
+        """``prepare`` then ``schedule`` ``func`` with ``knobs`` (no ``accepts`` check)."""
+        sch = s_tir.Schedule(self.prepare(func, knobs))
+        self.schedule(sch, knobs)
         return sch
 
 

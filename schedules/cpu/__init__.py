@@ -9,22 +9,36 @@ from __future__ import annotations
 
 from tvm.s_tir.dlight import ScheduleRule
 
+from bitnet_tvm.schedules.cpu.attention import KVAttention
 from bitnet_tvm.schedules.cpu.gemm import GemmKnobs, TernaryGemm
 from bitnet_tvm.schedules.cpu.gemv import GemvKnobs, TernaryGemv
+from bitnet_tvm.schedules.cpu.int8_matmul import Int8Matmul, Int8MatmulKnobs
+from bitnet_tvm.schedules.cpu.lut_gemm import LutGemm, LutKnobs
 from bitnet_tvm.schedules.cpu.norm_quantize import NormQuantize
 from bitnet_tvm.schedules.cpu.sparse_gemv import SparseGemv, SparseGemvKnobs
+from bitnet_tvm.schedules.cpu.vnni_gate_up import VnniGateUp, VnniGateUpKnobs
 from bitnet_tvm.schedules.cpu.vnni_matmul import VnniKnobs, VnniMatmul, VnniTile
+from bitnet_tvm.schedules.cpu.vnni_sparse import VnniSparseGemv, VnniSparseKnobs
 
 __all__ = [
     "GemmKnobs",
     "GemvKnobs",
+    "Int8Matmul",
+    "Int8MatmulKnobs",
+    "KVAttention",
+    "LutGemm",
+    "LutKnobs",
     "NormQuantize",
     "SparseGemv",
     "SparseGemvKnobs",
     "TernaryGemm",
     "TernaryGemv",
+    "VnniGateUp",
+    "VnniGateUpKnobs",
     "VnniKnobs",
     "VnniMatmul",
+    "VnniSparseGemv",
+    "VnniSparseKnobs",
     "VnniTile",
     "cpu_rules",
 ]
@@ -35,5 +49,19 @@ def cpu_rules() -> list[ScheduleRule]:
 
     :class:`VnniMatmul` comes first: on AVX-512 VNNI targets it takes the dense ``2bit``
     matmuls of any M; elsewhere it declines and the generic GEMV (before GEMM) rules take them.
+    Only :class:`LutGemm` precedes it: INT4 prefill (``m_hint >= 16``) on AVX-512 VBMI targets.
+    :class:`VnniSparseGemv` takes the sparse matmul on VNNI targets, :class:`SparseGemv` elsewhere;
+    :class:`VnniGateUp` the decode gate/up (gate first) before the generic GEMV.
     """
-    return [VnniMatmul(), TernaryGemv(), TernaryGemm(), SparseGemv(), NormQuantize()]
+    return [
+        LutGemm(),
+        VnniMatmul(),
+        VnniGateUp(),
+        TernaryGemv(),
+        TernaryGemm(),
+        VnniSparseGemv(),
+        SparseGemv(),
+        NormQuantize(),
+        Int8Matmul(),
+        KVAttention(),
+    ]

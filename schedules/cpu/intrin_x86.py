@@ -14,6 +14,26 @@ The implementation loads the 16 bytes once, broadcasts them to the four 128-bit 
 zmm register, shifts quarter ``q`` right by ``2 q`` (``vpsrlvd``), masks every byte to its low
 two bits and feeds the unsigned codes and signed activations to ``vpdpbusd``.  The caller
 subtracts ``sum(x)`` once per row of ``x`` (``sum(c * x) - sum(x) = sum(W * x)``).
+
+:data:`VNNI_TERNARY_BASE3_INTRIN` covers 320 codes stored 5 per byte (1.6 bits, the
+multiply-shift bytes of :func:`bitnet_tvm.reference.pack_ternary_base3_vnni`): 64 bytes ``w``
+and 320 activations ``x``.  With ``t_e = w * 3**e mod 256`` (``t_{e+1} = 3 t_e`` in byte
+arithmetic) digit ``d`` is ``(3 t_d) >> 8``, i.e. ``256 c_d = 3 t_d - t_{d+1}`` exactly, so no
+digit is ever extracted: 32 partial sums hold::
+
+    c[i]      += sum_{d < 5, j < 4} int32(t_d(w[4 i + j]))     * int32(x[64 d + 4 i + j])
+    c[16 + i] += sum_{d < 5, j < 4} int32(t_{d+1}(w[4 i + j])) * int32(x[64 d + 4 i + j])
+
+and the caller takes ``(3 sum c[:16] - sum c[16:]) >> 8`` (exact: every lane is a multiple of
+256).  Per 64 codes that is ``t *= 3`` (one ``vgf2p8affineqb`` for ``2 t``, one byte add) and
+two ``vpdpbusd``, the instruction count of the 2-bit decode, for 20 % fewer weight bytes; it
+needs GFNI (every AVX-512 VNNI core we target has it).
+
+With INT4 activations (``|x| <= 8``) :data:`VNNI_TERNARY_BASE3_INT4_INTRIN` folds the two sums:
+``sum_d x_d (3 t_d - t_(d+1)) = sum_(e <= 5) t_e y_e`` with ``y_e = 3 x_e - x_(e-1)`` (zero
+outside digits 0..4, ``|y| <= 32`` fits int8), prepared once per call, so 16 partial sums take
+``c[i] += sum_(e < 6, j < 4) t_e(w[4 i + j]) * y[64 e + 4 i + j]`` (``sum c >> 8`` is the dot):
+six ``vpdpbusd`` per 320 codes instead of ten.
 """
 
 from __future__ import annotations
@@ -22,10 +42,24 @@ from tvm import tirx
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
-__all__ = ["VNNI_TERNARY_2BIT_INTRIN", "code_2bit"]
+from bitnet_tvm.schedules.operators.common import mulshift_t
+
+__all__ = [
+    "VNNI_TERNARY_2BIT_INTRIN",
+    "VNNI_TERNARY_BASE3_INT4_INTRIN",
+    "VNNI_TERNARY_BASE3_INTRIN",
+    "code_2bit",
+    "decode_2bit_x64",
+    "mulshift_term",
+    "vpdpbusd",
+]
 
 #: Name under which the intrinsic is registered with :class:`tvm.s_tir.TensorIntrin`.
 VNNI_TERNARY_2BIT_INTRIN = "bitnet_vnni_ternary_2bit_16x4"
+#: Name of the base-3 (5 codes per byte) intrinsic.
+VNNI_TERNARY_BASE3_INTRIN = "bitnet_vnni_ternary_base3_32x20"
+#: Name of the base-3 intrinsic for INT4 activations folded as ``3 x_e - x_(e-1)``.
+VNNI_TERNARY_BASE3_INT4_INTRIN = "bitnet_vnni_ternary_base3_int4_16x24"
 # The operators index with int64; tensorize compares index types too.
 _I0, _I16, _I64 = T.int64(0), T.int64(16), T.int64(64)
 
@@ -37,6 +71,22 @@ def code_2bit(byte: tirx.PrimExpr, position: tirx.PrimExpr) -> tirx.PrimExpr:
     (tensorize matches expressions structurally).
     """
     return T.bitwise_and(T.shift_right(T.Cast("int32", byte), position * 2), 3)
+
+
+def decode_2bit_x64(piece: tirx.PrimExpr) -> tirx.PrimExpr:
+    """int8x64 codes of 16 packed bytes ``piece`` (uint8x16) in lane order: byte ``p`` is code
+    ``p // 16`` of packed byte ``p % 16`` (broadcast, shift quarter ``q`` by ``2 q``, mask)."""
+    words = T.reinterpret("int32x4", piece)
+    wide = T.Shuffle([words, words, words, words], list(range(16)))
+    shifts = T.shift_left(T.shift_right(T.Ramp(0, 1, 16), T.Broadcast(2, 16)), T.Broadcast(1, 16))
+    codes = T.bitwise_and(T.shift_right(wide, shifts), T.Broadcast(0x03030303, 16))
+    return T.reinterpret("int8x64", codes)
+
+
+def vpdpbusd(acc: tirx.PrimExpr, u8: tirx.PrimExpr, s8: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``acc`` (int32x16) plus the 4-byte dot products of ``u8`` (unsigned) and ``s8`` (int8x64)."""
+    u8 = T.reinterpret("int8x64", u8)  # (a no-op when it is int8x64 already)
+    return T.call_llvm_pure_intrin("int32x16", "llvm.x86.avx512.vpdpbusd.512", acc, u8, s8)
 
 
 @T.prim_func(s_tir=True)
@@ -65,19 +115,125 @@ def _impl(
     with T.sblock("root"):
         T.reads(c[_I0:_I16], w[_I0:_I16], x[_I0:_I64])
         T.writes(c[_I0:_I16])
-        words = T.reinterpret("int32x4", w.vload([0], "uint8x16"))
-        wide = T.Shuffle([words, words, words, words], list(range(16)))
-        shifts = T.shift_left(
-            T.shift_right(T.Ramp(0, 1, 16), T.Broadcast(2, 16)), T.Broadcast(1, 16)
-        )
-        codes = T.bitwise_and(T.shift_right(wide, shifts), T.Broadcast(0x03030303, 16))
-        c[T.Ramp(0, 1, 16)] = T.call_llvm_pure_intrin(
-            "int32x16",
-            "llvm.x86.avx512.vpdpbusd.512",
+        c[T.Ramp(0, 1, 16)] = vpdpbusd(
             c.vload([0], "int32x16"),
-            T.reinterpret("int8x64", codes),
+            decode_2bit_x64(w.vload([0], "uint8x16")),
             x.vload([0], "int8x64"),
         )
 
 
 TensorIntrin.register(VNNI_TERNARY_2BIT_INTRIN, _desc, _impl, override=True)
+
+
+_I320, _I32 = T.int64(320), T.int64(32)
+
+
+def mulshift_term(byte: tirx.PrimExpr, vd: tirx.PrimExpr, vi: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``t_{d + i // 16}`` of the packed uint8 ``byte``: the weight factor of lane ``i`` (< 32)
+    of the base-3 intrinsic for digit ``d`` (kernels tensorized with it spell it like this)."""
+    return mulshift_t(T.Cast("int32", byte), T.Cast("int32", vd + vi // T.int64(16)))
+
+
+@T.prim_func(s_tir=True)
+def _desc_base3(
+    w: T.Buffer((T.int64(64),), "uint8", offset_factor=1),
+    x: T.Buffer((T.int64(320),), "int8", offset_factor=1),
+    c: T.Buffer((T.int64(32),), "int32", offset_factor=1),
+) -> None:
+    with T.sblock("root"):
+        T.reads(c[_I0:_I32], w[_I0:_I64], x[_I0:_I320])
+        T.writes(c[_I0:_I32])
+        for d, i, j in T.grid(T.int64(5), T.int64(32), T.int64(4)):
+            with T.sblock("update"):
+                vd, vi, vj = T.axis.remap("RSR", [d, i, j])
+                c[vi] = c[vi] + mulshift_term(
+                    w[vi % T.int64(16) * T.int64(4) + vj], vd, vi
+                ) * T.Cast("int32", x[vd * T.int64(64) + vi % T.int64(16) * T.int64(4) + vj])
+
+
+def _dot_base3(c: tirx.Buffer, w: tirx.Buffer, x: tirx.Buffer) -> tuple:
+    """The two updated halves of ``c``: five ``vpdpbusd`` each, ``t *= 3`` between them."""
+    low, high = c.vload([0], "int32x16"), c.vload([16], "int32x16")
+    t = w.vload([0], "uint8x64")
+    for d in range(5):
+        xd = x.vload([64 * d], "int8x64")
+        low = vpdpbusd(low, t, xd)
+        t = t + _times2(t)
+        high = vpdpbusd(high, t, xd)
+    return low, high
+
+
+# GF(2) matrix of ``byte << 1`` for vgf2p8affineqb (row ``7 - i`` selects source bit ``i - 1``).
+_SHL1 = 0x0001020408102040
+
+
+def _times2(t: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``2 t mod 256`` per byte as ``vgf2p8affineqb`` (a shift is GF(2)-linear).  Written with
+    byte adds, LLVM folds ``t + t + t`` chains into byte multiplies by 3, 9, ... 243, which x86
+    lacks (it emulates them with ~4 instructions each)."""
+    matrix = T.reinterpret("uint8x64", T.Broadcast(T.uint64(_SHL1), 8))
+    return T.call_llvm_pure_intrin("uint8x64", "llvm.x86.vgf2p8affineqb.512", t, matrix, T.uint8(0))
+
+
+@T.prim_func(s_tir=True)
+def _impl_base3(
+    w: T.Buffer((T.int64(64),), "uint8", offset_factor=1),
+    x: T.Buffer((T.int64(320),), "int8", offset_factor=1),
+    c: T.Buffer((T.int64(32),), "int32", offset_factor=1),
+) -> None:
+    with T.sblock("root"):
+        T.reads(c[_I0:_I32], w[_I0:_I64], x[_I0:_I320])
+        T.writes(c[_I0:_I32])
+        low, high = _dot_base3(c, w, x)
+        c[T.Ramp(0, 1, 16)] = low
+        c[T.Ramp(16, 1, 16)] = high
+
+
+TensorIntrin.register(VNNI_TERNARY_BASE3_INTRIN, _desc_base3, _impl_base3, override=True)
+
+
+_I384 = T.int64(384)
+
+
+@T.prim_func(s_tir=True)
+def _desc_base3_int4(
+    w: T.Buffer((T.int64(64),), "uint8", offset_factor=1),
+    y: T.Buffer((T.int64(384),), "int8", offset_factor=1),
+    c: T.Buffer((T.int64(16),), "int32", offset_factor=1),
+) -> None:
+    with T.sblock("root"):
+        T.reads(c[_I0:_I16], w[_I0:_I64], y[_I0:_I384])
+        T.writes(c[_I0:_I16])
+        for e, i, j in T.grid(T.int64(6), T.int64(16), T.int64(4)):
+            with T.sblock("update"):
+                ve, vi, vj = T.axis.remap("RSR", [e, i, j])
+                c[vi] = c[vi] + mulshift_term(w[vi * T.int64(4) + vj], ve, T.int64(0)) * T.Cast(
+                    "int32", y[ve * T.int64(64) + vi * T.int64(4) + vj]
+                )
+
+
+def _dot_base3_int4(c: tirx.Buffer, w: tirx.Buffer, y: tirx.Buffer) -> tirx.PrimExpr:
+    acc = c.vload([0], "int32x16")
+    t = w.vload([0], "uint8x64")
+    for e in range(6):
+        acc = vpdpbusd(acc, t, y.vload([64 * e], "int8x64"))
+        if e < 5:
+            t = t + _times2(t)
+    return acc
+
+
+@T.prim_func(s_tir=True)
+def _impl_base3_int4(
+    w: T.Buffer((T.int64(64),), "uint8", offset_factor=1),
+    y: T.Buffer((T.int64(384),), "int8", offset_factor=1),
+    c: T.Buffer((T.int64(16),), "int32", offset_factor=1),
+) -> None:
+    with T.sblock("root"):
+        T.reads(c[_I0:_I16], w[_I0:_I64], y[_I0:_I384])
+        T.writes(c[_I0:_I16])
+        c[T.Ramp(0, 1, 16)] = _dot_base3_int4(c, w, y)
+
+
+TensorIntrin.register(
+    VNNI_TERNARY_BASE3_INT4_INTRIN, _desc_base3_int4, _impl_base3_int4, override=True
+)

@@ -7,8 +7,7 @@ vectorizes the inner elementwise loops itself.
 
 from __future__ import annotations
 
-from tvm import s_tir, tirx
-from tvm.target import Target
+from tvm import s_tir
 
 from bitnet_tvm.schedules import attrs
 from bitnet_tvm.schedules.cpu.common import BitnetCPURule
@@ -17,15 +16,11 @@ __all__ = ["NormQuantize"]
 
 
 class NormQuantize(BitnetCPURule):
-    """Parallel over M for ``norm_quantize``."""
+    """Parallel over M for ``norm_quantize`` (nothing to tune: ``knob_space`` is empty)."""
 
     ops = (attrs.OpName.NORM_QUANTIZE,)
 
-    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
-        """Schedule ``func``, or return None when it is not ``norm_quantize`` on a CPU."""
-        if not self.matches(func, target):
-            return None
-        sch = s_tir.Schedule(func)
+    def schedule(self, sch: s_tir.Schedule, knobs: object) -> None:
+        """Parallelize the rows."""
         (m,) = sch.get_loops(sch.get_sblock("norm_quantize"))
         sch.parallel(m)
-        return sch

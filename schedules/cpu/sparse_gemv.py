@@ -43,24 +43,27 @@ class SparseGemvKnobs:
 
     lanes: int = 128
 
+    def __post_init__(self) -> None:
+        lanes = self.lanes
+        if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes <= 0 or lanes % 4:
+            raise ValueError(
+                f"SparseGemvKnobs.lanes must be a positive multiple of 4, got {lanes!r}"
+            )
+
 
 class SparseGemv(BitnetCPURule):
-    """Schedule of ``sparse_int8_matmul`` for any M (tuned for decode)."""
+    """Schedule of ``sparse_int8_matmul`` for any M (tuned for decode), any layout."""
 
     ops = (attrs.OpName.SPARSE_INT8_MATMUL,)
+    Knobs = SparseGemvKnobs
 
-    def __init__(self, knobs: SparseGemvKnobs | None = None) -> None:
-        self.knobs = knobs or SparseGemvKnobs()
-
-    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
-        """Schedule ``func``, or return None when it is not ``sparse_int8_matmul`` on a CPU."""
-        if not self.matches(func, target):
-            return None
-        sch = s_tir.Schedule(func)
+    def schedule(self, sch: s_tir.Schedule, knobs: SparseGemvKnobs) -> None:
+        """K outside N, N in vectors of ``knobs.lanes`` (see the module docstring)."""
+        func = sch.mod["main"]
         sch.compute_inline(sch.get_sblock("decode"))
         block = sch.get_sblock("matmul")
         m, n, k = sch.get_loops(block)
-        lanes = self.knobs.lanes
+        lanes = knobs.lanes
         n_total = attrs.get_int(func, attrs.N)
         if str(func.attrs[attrs.LAYOUT]) == "2bit_kmajor" and n_total % lanes == 0:
             # Lane j * lanes/4 + b holds column 4 b + j of the chunk: a vector reads lanes/4
@@ -79,4 +82,7 @@ class SparseGemv(BitnetCPURule):
         sch.parallel(n_outer)
         sch.decompose_reduction(block, k)
         sch.reverse_compute_at(sch.get_sblock("epilogue"), m)
-        return sch
+
+    def knob_space(self, func: tirx.PrimFunc, target: Target) -> dict[str, tuple]:
+        """Output columns per task (multiples of 4)."""
+        return {"lanes": (128, 64, 256, 512)}

@@ -10,7 +10,17 @@ from tvm.script import tirx as T
 from bitnet_tvm.schedules import attrs
 from bitnet_tvm.schedules.layouts import WeightLayout, packed_shape
 
-__all__ = ["check_act_bits", "check_dim", "matmul_attrs", "ternary_code", "weight_shape"]
+__all__ = [
+    "base3_digit",
+    "check_act_bits",
+    "check_dim",
+    "matmul_attrs",
+    "mulshift_digit",
+    "mulshift_t",
+    "pow3",
+    "ternary_code",
+    "weight_shape",
+]
 
 
 def check_dim(value: object, name: str) -> int:
@@ -33,25 +43,52 @@ def weight_shape(n: int, k: int, layout: WeightLayout) -> tuple[tirx.IntImm, tir
     return T.int64(rows), T.int64(cols)
 
 
+def pow3(e: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``3 ** e`` for an integer expression ``e`` in 0..5 (int32)."""
+    return T.Select(
+        e < 3,
+        T.Select(e == 0, 1, T.Select(e == 1, 3, 9)),
+        T.Select(e == 3, 27, T.Select(e == 4, 81, 243)),
+    )
+
+
+def base3_digit(byte: tirx.PrimExpr, digit: tirx.PrimExpr) -> tirx.PrimExpr:
+    """int32 base-3 digit ``digit`` (0..4) of the int32 ``byte``: ``byte // 3**digit % 3``."""
+    return T.truncmod(T.truncdiv(byte, pow3(digit)), 3)
+
+
+def mulshift_t(byte: tirx.PrimExpr, e: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``t_e = byte * 3**e mod 256`` of the int32 ``byte`` (``e`` in 0..5), as int32."""
+    return T.bitwise_and(byte * pow3(e), 255)
+
+
+def mulshift_digit(byte: tirx.PrimExpr, digit: tirx.PrimExpr) -> tirx.PrimExpr:
+    """Digit ``digit`` (0..4) of a multiply-shift byte: ``(3 t_digit) >> 8`` (see
+    :func:`bitnet_tvm.reference.pack_ternary_base3_vnni`)."""
+    return T.shift_right(mulshift_t(byte, digit) * 3, 8)
+
+
 def ternary_code(w: tirx.Buffer, layout: WeightLayout, n: tirx.PrimExpr, k: tirx.PrimExpr):
     """int32 code ``W[n, k] + 1`` in {0, 1, 2}, read from the packed buffer ``w``.
 
     The unpacking is done in int32 (uint8 vector shifts broke CUDA code generation, and int32
     is what AVX-512 shifts by variable amounts natively).
     """
+    i64 = T.int64
     if layout is WeightLayout.BASE3:
-        byte = T.Cast("int32", w[n, k // T.int64(5)])
-        digit = T.Cast("int32", k % T.int64(5))
-        pow3 = T.Select(
-            digit < 2,
-            T.Select(digit == 0, 1, 3),
-            T.Select(digit == 2, 9, T.Select(digit == 3, 27, 81)),
-        )
-        return T.truncmod(T.truncdiv(byte, pow3), 3)
-    if layout.k_major:
-        byte, pos = w[k, n // T.int64(4)], n % T.int64(4)
+        return base3_digit(T.Cast("int32", w[n, k // i64(5)]), T.Cast("int32", k % i64(5)))
+    if layout is WeightLayout.BASE3_VNNI:  # see reference.pack_ternary_base3_vnni
+        byte = w[n // i64(16), k // i64(320) * i64(1024) + n % i64(16) * i64(64) + k % i64(64)]
+        return mulshift_digit(T.Cast("int32", byte), T.Cast("int32", k % i64(320) // i64(64)))
+    if layout is WeightLayout.TWO_BIT_VNNI:  # see reference.pack_ternary_2bit_vnni
+        byte = w[
+            n // i64(16), k // i64(64) * i64(256) + n % i64(16) * i64(16) + k % i64(64) // i64(4)
+        ]
+        pos = k % i64(4)
+    elif layout.k_major:
+        byte, pos = w[k, n // i64(4)], n % i64(4)
     else:
-        byte, pos = w[n, k // T.int64(4)], k % T.int64(4)
+        byte, pos = w[n, k // i64(4)], k % i64(4)
     return T.bitwise_and(T.shift_right(T.Cast("int32", byte), T.Cast("int32", pos) * 2), 3)
 
 

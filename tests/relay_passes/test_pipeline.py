@@ -89,6 +89,19 @@ def test_operator_sequence(compiled, scheme, bits):
     assert layouts == {True: "2bit_kmajor", False: "2bit"}
 
 
+def test_vnni_layouts(exported):
+    """On a VNNI CPU the dense matmuls take the interleaved layout, while the fused gate/up,
+    read gate row first and its up row only where relu(gate) > 0, keeps row-major rows."""
+    vnni = tvm.target.Target({"kind": "llvm", "mcpu": "znver4"})
+    report = collect_report(run_graph_passes(exported["a4.8"], vnni))
+    layouts = {r.operator: r.layout for r in report.layers}
+    assert layouts == {
+        "sparse_int8_matmul": "2bit_kmajor",
+        "ternary_int4_matmul": "2bit_vnni",
+        "ternary_int4_gate_up": "2bit",
+    }
+
+
 @pytest.mark.parametrize("scheme", ["a4.8", "b1.58"])
 def test_every_norm_is_fused_and_quantizers_kept(compiled, scheme):
     specs = _quantize_specs(compiled(scheme))

@@ -21,6 +21,34 @@ def test_pack_round_trip(n, k):
     assert np.array_equal(reference.unpack_ternary_base3(base3, (n, k)), q_w)
 
 
+@pytest.mark.parametrize("n, k", [(13, 37), (16, 64), (33, 2560 + 64 + 3), (1, 321)])
+@pytest.mark.parametrize(
+    "layout, block, nbytes",
+    [(WeightLayout.TWO_BIT_VNNI, 64, 16), (WeightLayout.BASE3_VNNI, 320, 64)],
+    ids=["2bit_vnni", "base3_vnni"],
+)
+def test_vnni_layouts(n, k, layout, block, nbytes):
+    """Row groups of 16 interleaved per block; element (n, k) where the docstrings say."""
+    q_w = np.random.default_rng(n + k).integers(-1, 2, (n, k)).astype(np.int8)
+    packed = pack_weight(q_w, layout)
+    assert packed.shape == packed_shape(n, k, layout) == (-(-n // 16), -(-k // block) * 16 * nbytes)
+    assert np.array_equal(reference.unpack_ternary(packed, (n, k), layout.value), q_w)
+    rows, cols = np.arange(n)[:, None], np.arange(k)
+    if layout is WeightLayout.TWO_BIT_VNNI:
+        byte = packed[rows // 16, 256 * (cols // 64) + 16 * (rows % 16) + cols % 64 // 4]
+        code = (byte >> (2 * (cols % 4))) & 3
+    else:
+        byte = packed[rows // 16, 1024 * (cols // 320) + 64 * (rows % 16) + cols % 64].astype(int)
+        t = byte * 3 ** (cols % 320 // 64) % 256
+        code = (3 * t) >> 8
+    assert np.array_equal(code.astype(np.int8) - 1, q_w)
+    assert layout.codes_per_byte == (4 if block == 64 else 5)
+
+
+def test_base3_vnni_is_1_6_bits():
+    assert np.prod(packed_shape(2560, 2560, "base3_vnni")) * 8 / (2560 * 2560) == 1.6
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="n must be a positive int"):
         packed_shape(0, 4, "2bit")

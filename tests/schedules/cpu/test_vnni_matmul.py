@@ -27,19 +27,25 @@ from bitnet_tvm.schedules.cpu import (
     VnniTile,
     cpu_rules,
 )
-from bitnet_tvm.schedules.cpu.intrin_x86 import VNNI_TERNARY_2BIT_INTRIN
-from bitnet_tvm.schedules.layouts import WeightLayout, pack_weight
+from bitnet_tvm.schedules.cpu.intrin_x86 import (
+    VNNI_TERNARY_2BIT_INTRIN,
+    VNNI_TERNARY_BASE3_INT4_INTRIN,
+    VNNI_TERNARY_BASE3_INTRIN,
+)
+from bitnet_tvm.schedules.layouts import pack_weight
 from bitnet_tvm.schedules.operators import (
     sparse_int8_matmul,
     ternary_gate_up,
     ternary_matmul,
 )
+from bitnet_tvm.schedules.selection import select_layout
 from bitnet_tvm.schedules.target import cpu_flags, has_avx512_vnni
 
 VNNI = tvm.target.Target({"kind": "llvm", "mcpu": "znver4", "num-cores": 2})
 AVX2 = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 2})
 GENERIC = tvm.target.Target({"kind": "llvm", "num-cores": 2})
 CUDA = tvm.target.Target({"kind": "cuda", "arch": "sm_90"})
+NO_GFNI = tvm.target.Target({"kind": "llvm", "mcpu": "cascadelake", "num-cores": 2})
 HOST_HAS_VNNI = {"avx512_vnni", "avx512bw", "avx512f"} <= cpu_flags()[1]
 needs_vnni = pytest.mark.skipif(not HOST_HAS_VNNI, reason="host CPU lacks AVX-512 VNNI")
 
@@ -82,12 +88,27 @@ def test_takes_dense_2bit_matmul_on_vnni_targets(act_bits):
         (GENERIC, ternary_matmul(16, 128, act_bits=8)),
         (CUDA, ternary_matmul(16, 128, act_bits=8)),
         (VNNI, ternary_matmul(16, 128, act_bits=8, layout="base3")),  # other layout
+        (VNNI, ternary_matmul(16, 128, act_bits=8, layout="2bit_kmajor")),
+        (NO_GFNI, ternary_matmul(16, 128, act_bits=8, layout="base3_vnni")),
+        (AVX2, ternary_matmul(16, 128, act_bits=8, layout="2bit_vnni")),
         (VNNI, ternary_matmul(16, 37, act_bits=8)),  # K < 64
         (VNNI, ternary_gate_up(16, 128, act_bits=4)),  # other operators
         (VNNI, sparse_int8_matmul(16, 128)),
         (VNNI, ternary_matmul(16, 128, act_bits=8).with_attr("tirx.is_scheduled", True)),
     ],
-    ids=["avx2", "generic", "cuda", "base3", "k37", "gate_up", "sparse", "scheduled"],
+    ids=[
+        "avx2",
+        "generic",
+        "cuda",
+        "base3",
+        "kmajor",
+        "base3_vnni_no_gfni",
+        "2bit_vnni_avx2",
+        "k37",
+        "gate_up",
+        "sparse",
+        "scheduled",
+    ],
 )
 def test_declines(target, func):
     assert VnniMatmul().apply(func, target, False) is None
@@ -115,6 +136,41 @@ def test_intrinsic_registered():
 
     intrin = TensorIntrin.get(VNNI_TERNARY_2BIT_INTRIN)
     assert "vpdpbusd" in intrin.impl.script()
+    base3 = TensorIntrin.get(VNNI_TERNARY_BASE3_INTRIN).impl.script()
+    assert base3.count("vpdpbusd") == 10 and "vgf2p8affineqb" in base3
+    folded = TensorIntrin.get(VNNI_TERNARY_BASE3_INT4_INTRIN).impl.script()
+    assert folded.count("vpdpbusd") == 6
+
+
+@pytest.mark.parametrize(
+    "kind, target, base3, want",
+    [
+        ("dense", VNNI, False, "2bit_vnni"),
+        ("dense", VNNI, True, "base3_vnni"),
+        ("dense", NO_GFNI, True, "base3"),
+        ("dense", AVX2, False, "2bit"),
+        ("dense", AVX2, True, "base3"),
+        ("dense", CUDA, False, "2bit"),
+        ("gate_up", VNNI, False, "2bit"),
+        ("sparse", VNNI, False, "2bit_kmajor"),
+    ],
+)
+def test_select_layout(kind, target, base3, want):
+    assert select_layout(kind, target, base3=base3) == want
+
+
+def test_rule_protocol():
+    """The tuner can drive the rule: defaults in the knob space, structural knobs named."""
+    rule = VnniMatmul()
+    assert rule.follows_protocol()
+    func = ternary_matmul(16, 128, act_bits=8, layout="2bit_vnni")
+    space = rule.knob_space(func, VNNI)
+    for field, values in space.items():
+        assert getattr(VnniKnobs(), field) in values
+    assert set(VnniMatmul.structural_knobs) <= set(space)
+    knobs = VnniKnobs(decode_rows=4)
+    text = rule.schedule_with(func, knobs).mod["main"].script()
+    assert "vpdpbusd" in text
 
 
 def test_tile_validation():
@@ -122,6 +178,8 @@ def test_tile_validation():
         VnniTile(rows=0)
     with pytest.raises(ValueError, match=r"VnniTile\.mt"):
         VnniTile(mt=True)
+    with pytest.raises(ValueError, match=r"VnniTile\.mt"):
+        VnniKnobs(prefill_mt=0)
 
 
 # ------------------------------------------------------------------ numerics (needs VNNI)
@@ -130,7 +188,7 @@ def _run(func, knobs, q_w, ms, rng, act_bits):
     sch = VnniMatmul(knobs).apply(func, VNNI, False)
     ex = tvm.compile(sch.mod, target=VNNI)
     alpha = rng.random(n).astype(np.float32)
-    packed = pack_weight(q_w, WeightLayout.TWO_BIT)
+    packed = pack_weight(q_w, str(func.attrs[attrs.LAYOUT]))
     lo, hi = (-8, 8) if act_bits == 4 else (-128, 128)
     for m in ms:
         x_q = rng.integers(lo, hi, (m, k)).astype(np.int8)
@@ -163,7 +221,26 @@ def test_prefill_exact(threads, tile):
     n, k = 24, 320 + 37
     q_w = rng.integers(-1, 2, (n, k)).astype(np.int8)
     func = ternary_matmul(n, k, act_bits=8).with_attr(attrs.M_HINT, 64)
-    _run(func, VnniKnobs(prefill=tile), q_w, (1, 3, 17), rng, 8)
+    _run(func, VnniKnobs(prefill_rows=tile.rows, prefill_mt=tile.mt), q_w, (1, 3, 17), rng, 8)
+
+
+@needs_vnni
+@pytest.mark.parametrize(
+    "n, k",
+    [(13, 2560 + 64 + 37), (40, 321), (3, 7)],
+    ids=["13x2661", "40x321", "3x7"],
+)
+@pytest.mark.parametrize("layout", ["2bit_vnni", "base3_vnni"])
+def test_interleaved_layouts_exact(threads, n, k, layout):
+    """Padded rows (N % 16) and padded K (K % 64, K % 320, odd K), decode and prefill tiles,
+    INT8 and INT4 (base 3 folds INT4 activations)."""
+    rng = np.random.default_rng(n * k)
+    q_w = rng.integers(-1, 2, (n, k)).astype(np.int8)
+    for act_bits, hint in ((8, None), (4, None), (4, 64)):
+        func = ternary_matmul(n, k, act_bits=act_bits, layout=layout)
+        if hint is not None:
+            func = func.with_attr(attrs.M_HINT, hint)
+        _run(func, VnniKnobs(prefill_mt=3), q_w, (1, 2, 7), rng, act_bits)
 
 
 @needs_vnni

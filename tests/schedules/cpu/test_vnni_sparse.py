@@ -1,0 +1,97 @@
+"""AVX-512 VNNI sparse GEMV rule: which PrimFuncs it takes, and exact numerics.
+
+Numerics need a host CPU with AVX-512 VNNI (skipped elsewhere).  Threads: see
+``test_vnni_matmul.py`` (``TVM_NUM_THREADS`` is set at import, before TVM's pool starts).
+"""
+
+import os
+
+os.environ.setdefault("TVM_NUM_THREADS", str(max(2, os.cpu_count() or 1)))
+
+import numpy as np
+import pytest
+import tvm
+from tvm.s_tir.dlight import ApplyDefaultSchedule
+
+from bitnet_tvm import reference
+from bitnet_tvm.schedules.cpu import VnniSparseGemv, VnniSparseKnobs, cpu_rules
+from bitnet_tvm.schedules.layouts import pack_weight
+from bitnet_tvm.schedules.operators import sparse_int8_matmul, ternary_matmul
+from bitnet_tvm.schedules.target import cpu_flags
+
+VNNI = tvm.target.Target({"kind": "llvm", "mcpu": "znver4", "num-cores": 2})
+AVX2 = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 2})
+CUDA = tvm.target.Target({"kind": "cuda", "arch": "sm_90"})
+HOST_HAS_VNNI = {"avx512_vnni", "avx512bw", "avx512f"} <= cpu_flags()[1]
+needs_vnni = pytest.mark.skipif(not HOST_HAS_VNNI, reason="host CPU lacks AVX-512 VNNI")
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    config = tvm.get_global_func("runtime.config_threadpool")
+    config(0, request.param)
+    yield request.param
+    config(0, 2)
+
+
+@pytest.mark.parametrize(
+    "target, func",
+    [
+        (AVX2, sparse_int8_matmul(64, 128)),
+        (CUDA, sparse_int8_matmul(64, 128)),
+        (VNNI, sparse_int8_matmul(64, 128, layout="2bit")),
+        (VNNI, ternary_matmul(64, 128, act_bits=8)),
+        (VNNI, sparse_int8_matmul(64, 128).with_attr("tirx.is_scheduled", True)),
+    ],
+    ids=["avx2", "cuda", "row_major", "dense", "scheduled"],
+)
+def test_declines(target, func):
+    assert VnniSparseGemv().apply(func, target, False) is None
+
+
+def test_declines_foreign_funcs(foreign):
+    assert VnniSparseGemv().apply(foreign, VNNI, False) is None
+
+
+def test_rule_order():
+    """On VNNI targets the VNNI sparse kernel takes the sparse matmul (compaction, vpdpbusd)."""
+    func = sparse_int8_matmul(128, 64)
+    with VNNI:
+        mod = ApplyDefaultSchedule(*cpu_rules())(tvm.IRModule({"main": func}))
+    text = mod["main"].script()
+    assert "vpdpbusd" in text and "llvm.prefetch" in text
+    with AVX2:
+        mod = ApplyDefaultSchedule(*cpu_rules())(tvm.IRModule({"main": func}))
+    assert "vpdpbusd" not in mod["main"].script()
+
+
+def test_knobs():
+    assert VnniSparseGemv.follows_protocol()
+    space = VnniSparseGemv().knob_space(sparse_int8_matmul(64, 64), VNNI)
+    assert VnniSparseKnobs().chunks in space["chunks"]
+    with pytest.raises(ValueError, match=r"VnniSparseKnobs\.chunks"):
+        VnniSparseKnobs(chunks=0)
+
+
+@needs_vnni
+@pytest.mark.parametrize(
+    "n, k, chunks",
+    [(13, 421, 20), (256 + 64 + 13, 357, 20), (512, 130, 4), (128, 3, 1)],
+    ids=["13x421", "333x357", "512x130", "128x3"],
+)
+def test_exact(threads, n, k, chunks):
+    """Full chunks, the N % 64 tail, K % 4 padding; all-zero, dense and sparse rows; M > 1."""
+    rng = np.random.default_rng(n + k)
+    q_w = rng.integers(-1, 2, (n, k)).astype(np.int8)
+    func = sparse_int8_matmul(n, k)
+    ex = tvm.compile(VnniSparseGemv(VnniSparseKnobs(chunks)).apply(func, VNNI, False).mod, VNNI)
+    alpha = rng.random(n).astype(np.float32)
+    packed = pack_weight(q_w, "2bit_kmajor")
+    for m, zeros in ((1, 0.85), (3, 0.5), (2, 1.0), (1, 0.0)):
+        x_q = rng.integers(-128, 128, (m, k)).astype(np.int8)
+        x_q[rng.random(x_q.shape) < zeros] = 0
+        x_q[0, -1] = -128 if zeros < 1 else 0
+        x_s = rng.random((m, 1)).astype(np.float32) + np.float32(0.01)
+        y = tvm.runtime.tensor(np.zeros((m, n), np.float32))
+        ex["main"](*[tvm.runtime.tensor(a) for a in (x_q, x_s, packed, alpha)], y)
+        assert np.array_equal(y.numpy(), reference.ternary_matmul(x_q, x_s, q_w, alpha)), m
