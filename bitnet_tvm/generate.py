@@ -3,7 +3,11 @@
 The artifact must come from an export with ``with_past=True`` (inputs ``input_ids`` and
 ``past_key.{i}`` / ``past_value.{i}``, outputs ``logits`` and ``present_key.{i}`` /
 ``present_value.{i}``; see :mod:`bitnet_tvm.export`).  The KV cache stays on the device as TVM
-tensors from step to step: each step's presents are the next step's pasts.  Only the logits of
+tensors from step to step: each step's presents are the next step's pasts.  A scheme with a 3/4-bit
+KV cache compiles to a packed cache (``metadata["kv_cache"]``, see
+:mod:`bitnet_tvm.relay_passes.quantize_kv_cache`): each ``past_key.{i}`` is then uint8 codes with
+``past_key_scale.{i}`` (and ``past_key_bos.{i}``) beside it, every ``past_*`` input fed by the
+``present_*`` output of the same name; the loop is the same.  Only the logits of
 the last position come back to numpy, where the next token is chosen (greedy, or nucleus
 sampling with a temperature and a seeded ``numpy.random.Generator``).
 
@@ -164,29 +168,39 @@ def sample_next(
     return np.take_along_axis(order, picked[:, None], axis=-1)[:, 0].astype(np.int64)
 
 
-def _cache_spec(compiled: CompiledModel) -> tuple[int, str, int, int]:
-    """(layers, cache dtype, kv heads, head_dim) of a with-past artifact, or a clear error."""
-    inputs = {spec["name"]: spec for spec in compiled.get_inputs()}
+def _cache_spec(compiled: CompiledModel) -> tuple[int, list[dict]]:
+    """(layers, past input specs in run order) of a with-past artifact, or a clear error.
+
+    The cache is whatever the artifact's ``past_*`` inputs are: fp32 ``past_key.{i}`` /
+    ``past_value.{i}``, or a packed cache (``metadata["kv_cache"]``) where each of them is
+    uint8 codes with ``past_key_scale.{i}`` (and ``past_key_bos.{i}``) beside it.  Each
+    ``present_<x>`` output is the next step's ``past_<x>``, in the same order.
+    """
+    specs = compiled.get_inputs()
     outputs = [spec["name"] for spec in compiled.get_outputs()]
+    past = [spec for spec in specs if spec["name"] != "input_ids"]
     layers = 0
-    while f"past_key.{layers}" in inputs:
+    while any(spec["name"] == f"past_key.{layers}" for spec in past):
         layers += 1
-    past = [f"past_{kv}.{i}" for i in range(layers) for kv in ("key", "value")]
-    present = [f"present_{kv}.{i}" for i in range(layers) for kv in ("key", "value")]
-    if layers == 0 or set(inputs) != {"input_ids", *past} or outputs != ["logits", *present]:
+    present = ["present_" + spec["name"][len("past_") :] for spec in past]
+    ok = layers and len(past) + 1 == len(specs) and outputs == ["logits", *present]
+    if not ok or not all(spec["name"].startswith("past_") for spec in past):
         raise BitnetError(
             "generation needs an artifact compiled from an export with past key/values "
             "(export_onnx(..., with_past=True) or `bitnet-tvm export --with-past`): inputs "
             "input_ids, past_key.{i}, past_value.{i} and outputs logits, present_key.{i}, "
-            f"present_value.{{i}}; this artifact has inputs {list(inputs)} and outputs {outputs}"
+            f"present_value.{{i}}; this artifact has inputs {[s['name'] for s in specs]} and "
+            f"outputs {outputs}"
         )
-    spec = inputs["past_key.0"]
-    _, kv_heads, _, head_dim = spec["shape"]
-    if not (isinstance(kv_heads, int) and isinstance(head_dim, int)):
-        raise BitnetError(
-            f"past_key.0 has shape {spec['shape']}; kv_heads and head_dim must be fixed"
-        )
-    return layers, spec["dtype"], kv_heads, head_dim
+    past_dim = next(spec for spec in past if spec["name"] == "past_key.0")["shape"][2:3]
+    for spec in past:
+        # axis 0 is the batch; any other symbolic axis must be the past length (0 when empty)
+        if any(not isinstance(d, int) and [d] != past_dim for d in spec["shape"][1:]):
+            raise BitnetError(
+                f"{spec['name']} has shape {spec['shape']}; only the batch and past length may "
+                "be symbolic"
+            )
+    return layers, past
 
 
 def _last_logits(logits: Any) -> np.ndarray:
@@ -228,7 +242,7 @@ class Generator:
         if not isinstance(compiled, CompiledModel):
             raise TypeError(f"compiled must be a CompiledModel, got {type(compiled).__name__}")
         self.compiled = compiled
-        self._layers, self._dtype, self._kv_heads, self._head_dim = _cache_spec(compiled)
+        self._layers, self._past = _cache_spec(compiled)
         info = compiled.metadata.get("model") or {}
         if max_length is None:
             max_length = info.get("max_position_embeddings")
@@ -251,14 +265,17 @@ class Generator:
         return self._vocab_size
 
     def _empty_cache(self, batch: int) -> dict[str, Any]:
-        empty = np.zeros((batch, self._kv_heads, 0, self._head_dim), self._dtype)
-        return {f"past_{kv}.{i}": empty for i in range(self._layers) for kv in ("key", "value")}
+        def shape(spec: dict) -> tuple[int, ...]:
+            dims = spec["shape"]
+            return (batch, *(d if isinstance(d, int) else 0 for d in dims[1:]))
+
+        return {spec["name"]: np.zeros(shape(spec), spec["dtype"]) for spec in self._past}
 
     def _forward(self, ids: np.ndarray, cache: dict[str, Any]) -> list[Any]:
         return self.compiled.run_tvm({"input_ids": ids, **cache})
 
     def _next_cache(self, outputs: list[Any]) -> dict[str, Any]:
-        names = (f"past_{kv}.{i}" for i in range(self._layers) for kv in ("key", "value"))
+        names = (spec["name"] for spec in self._past)
         return dict(zip(names, outputs[1:], strict=True))
 
     def _check_prompt(self, prompt_ids: Any, config: GenerationConfig) -> np.ndarray:

@@ -46,18 +46,26 @@ from bitnet_tvm.schemes import ActQuant, EpsMode, QuantMethod
 
 __all__ = [
     "EPS",
+    "attention_packed_kv",
     "bitlinear",
     "dequantize_kv",
+    "dequantize_kv_cache",
+    "int8_matmul",
     "int_matmul",
+    "kv_packed_width",
     "pack_kv",
     "pack_ternary",
     "pack_ternary_2bit",
     "pack_ternary_2bit_hf",
+    "pack_ternary_2bit_vnni",
     "pack_ternary_base3",
+    "pack_ternary_base3_vnni",
     "quantize_act",
     "quantize_act_int4",
     "quantize_act_int8",
     "quantize_kv",
+    "quantize_kv_cache",
+    "quantize_weights_int8_rows",
     "quantize_weights_ternary",
     "rmsnorm",
     "ternary_matmul",
@@ -67,12 +75,14 @@ __all__ = [
     "unpack_ternary",
     "unpack_ternary_2bit",
     "unpack_ternary_2bit_hf",
+    "unpack_ternary_2bit_vnni",
     "unpack_ternary_base3",
+    "unpack_ternary_base3_vnni",
 ]
 
 EPS = 1e-5
 _F32 = np.float32
-PackingFormat = Literal["2bit", "2bit_hf", "base3"]
+PackingFormat = Literal["2bit", "2bit_hf", "base3", "2bit_vnni", "base3_vnni"]
 
 
 # --------------------------------------------------------------------------- validation
@@ -485,10 +495,110 @@ def unpack_ternary_base3(packed: np.ndarray, shape: tuple[int, ...]) -> np.ndarr
     return (codes.astype(np.int8) - np.int8(1)).reshape(shape)
 
 
+#: Rows interleaved per group by the VNNI layouts (one register tile of the decode kernel).
+VNNI_ROWS = 16
+#: Codes per row and block of the VNNI layouts: 64 codes in 16 bytes (2-bit), 320 in 64 (base 3).
+VNNI_BLOCK_2BIT, VNNI_BLOCK_BASE3 = 64, 320
+
+
+def _vnni_pad(q: np.ndarray, block: int) -> np.ndarray:
+    """A 2-D ternary ``q`` as int8, zero weights padding rows to ``VNNI_ROWS`` and K to
+    ``block``."""
+    q = _ternary(q, min_ndim=2)
+    if q.ndim != 2:
+        raise ValueError(f"q must be a 2-D [N, K] weight, got shape {q.shape}")
+    n, k = q.shape
+    padded = np.zeros((-(-n // VNNI_ROWS) * VNNI_ROWS, -(-k // block) * block), dtype=np.int8)
+    padded[:n, :k] = q
+    return padded
+
+
+def _interleave_rows(rows: np.ndarray, nbytes: int) -> np.ndarray:
+    """``[N16, KB * nbytes]`` per-row blocks to ``[N16 / 16, KB * 16 * nbytes]``: in each group
+    the 16 rows' ``nbytes`` pieces of block ``kb`` follow one another."""
+    n16, width = rows.shape
+    grid = rows.reshape(n16 // VNNI_ROWS, VNNI_ROWS, width // nbytes, nbytes)
+    return np.ascontiguousarray(grid.transpose(0, 2, 1, 3)).reshape(n16 // VNNI_ROWS, -1)
+
+
+def _deinterleave_rows(packed: np.ndarray, shape: tuple[int, ...], block: int, nbytes: int):
+    packed = _packed(packed)
+    if len(shape) != 2 or any(not isinstance(d, int) or d <= 0 for d in shape):
+        raise ValueError(f"shape must be a 2-D (N, K) shape of positive ints, got {shape}")
+    n, k = shape
+    want = (-(-n // VNNI_ROWS), -(-k // block) * VNNI_ROWS * nbytes)
+    if packed.shape != want:
+        raise ValueError(f"packed shape {packed.shape} does not hold {shape}: expected {want}")
+    grid = packed.reshape(want[0], -1, VNNI_ROWS, nbytes).transpose(0, 2, 1, 3)
+    return grid.reshape(want[0] * VNNI_ROWS, -1)
+
+
+def pack_ternary_2bit_vnni(q: np.ndarray) -> np.ndarray:
+    """Pack a ``[N, K]`` ternary weight for the VNNI decode kernel: row groups stream linearly.
+
+    Rows are padded to a multiple of 16 and K to a multiple of 64 with zero weights, packed as
+    :func:`pack_ternary_2bit`, and the 16 rows of each group interleaved per 16-byte block.
+
+    Returns
+    -------
+    ndarray of uint8, shape ``[ceil(N / 16), ceil(K / 64) * 256]``
+        Element ``(n, k)`` is ``((byte >> 2 * (k % 4)) & 3) - 1`` of
+        ``byte = packed[n // 16, 256 * (k // 64) + 16 * (n % 16) + (k % 64) // 4]``.
+    """
+    return _interleave_rows(pack_ternary_2bit(_vnni_pad(q, VNNI_BLOCK_2BIT)), VNNI_BLOCK_2BIT // 4)
+
+
+def unpack_ternary_2bit_vnni(packed: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Invert :func:`pack_ternary_2bit_vnni`; ``shape`` is ``(N, K)``."""
+    rows = _deinterleave_rows(packed, shape, VNNI_BLOCK_2BIT, VNNI_BLOCK_2BIT // 4)
+    full = unpack_ternary_2bit(rows, (rows.shape[0], 4 * rows.shape[1]))
+    return full[: shape[0], : shape[1]]
+
+
+def _base3_vnni_digits(q8: np.ndarray) -> np.ndarray:
+    """Digits ``d = 0..4`` (new last-but-one axis) of multiply-shift bytes: with
+    ``t_d = q * 3**d mod 256``, digit ``d`` is ``(3 * t_d) >> 8``."""
+    t = q8.astype(np.int64)[..., None, :] * (3 ** np.arange(5))[:, None] % 256
+    return ((3 * t) >> 8).astype(np.uint8)
+
+
+def pack_ternary_base3_vnni(q: np.ndarray) -> np.ndarray:
+    """Pack a ``[N, K]`` ternary weight 5 per byte (1.6 bits) for the VNNI decode kernel.
+
+    Rows are padded to a multiple of 16 and K to a multiple of 320 with zero weights.  Byte ``b``
+    (< 64) of block ``kb`` of a row holds the codes ``c_d`` of ``k = 320 kb + 64 d + b``
+    (``d < 5``) as ``ceil(256 * v / 243)``, ``v = sum_d c_d 3**(4 - d)`` (TQ1_0's
+    multiply-shift form): digit ``d`` is ``(3 * t_d) >> 8`` with ``t_d = byte * 3**d mod 256``,
+    so ``256 * c_d = 3 t_d - t_(d+1)`` is linear in bytes a ``vpdpbusd`` can take.  The 16 rows
+    of a group are interleaved per 64-byte block.
+
+    Returns
+    -------
+    ndarray of uint8, shape ``[ceil(N / 16), ceil(K / 320) * 1024]``
+        Element ``(n, k)`` is digit ``(k % 320) // 64`` of
+        ``packed[n // 16, 1024 * (k // 320) + 64 * (n % 16) + k % 64]``, minus 1.
+    """
+    codes = _vnni_pad(q, VNNI_BLOCK_BASE3).astype(np.int64) + 1
+    digits = codes.reshape(codes.shape[0], -1, 5, 64)
+    value = np.einsum("nbdk,d->nbk", digits, 3 ** np.arange(4, -1, -1))
+    rows = (-(-value * 256 // 243)).astype(np.uint8)
+    return _interleave_rows(rows.reshape(codes.shape[0], -1), 64)
+
+
+def unpack_ternary_base3_vnni(packed: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Invert :func:`pack_ternary_base3_vnni`; ``shape`` is ``(N, K)``."""
+    rows = _deinterleave_rows(packed, shape, VNNI_BLOCK_BASE3, 64)
+    digits = _base3_vnni_digits(rows.reshape(rows.shape[0], -1, 64))  # always <= 2
+    codes = digits.reshape(rows.shape[0], -1)[: shape[0], : shape[1]]
+    return codes.astype(np.int8) - np.int8(1)
+
+
 _PACKERS = {
     "2bit": (pack_ternary_2bit, unpack_ternary_2bit),
     "2bit_hf": (pack_ternary_2bit_hf, unpack_ternary_2bit_hf),
     "base3": (pack_ternary_base3, unpack_ternary_base3),
+    "2bit_vnni": (pack_ternary_2bit_vnni, unpack_ternary_2bit_vnni),
+    "base3_vnni": (pack_ternary_base3_vnni, unpack_ternary_base3_vnni),
 }
 
 
@@ -591,3 +701,165 @@ def unpack_kv(packed: np.ndarray, bits: int, head_dim: int) -> np.ndarray:
     if q.size and np.abs(q).max() > levels:
         raise ValueError(f"packed holds a code outside the {bits}-bit levels [-{levels}, {levels}]")
     return q.astype(np.int8)
+
+
+# --------------------------------------------------------------------------- packed KV cache
+def kv_packed_width(bits: int, head_dim: int) -> int:
+    """Bytes of one (token, head) row of :func:`pack_kv` codes: ``ceil(D/2)`` or ``3 ceil(D/8)``."""
+    _kv_levels(bits)
+    return -(-head_dim // 2) if bits == 4 else 3 * -(-head_dim // 8)
+
+
+def quantize_kv_cache(
+    x: np.ndarray, bits: int, start: int, bos_bits: int | None = None, eps: float = EPS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """New keys or values ``[B, H, T, D]`` from position ``start`` as the packed cache holds them.
+
+    Every token is quantized with :func:`quantize_kv` at ``bits`` and packed with
+    :func:`pack_kv`, except, when ``bos_bits`` differs from ``bits``, the token at position 0
+    (BOS): it is quantized at ``bos_bits``, its packed codes go to the separate BOS slot and its
+    row of the ``bits`` codes holds the codes of zeros (unused).  Its scale is in ``scale`` like
+    every other token's.
+
+    Returns
+    -------
+    codes : ndarray of uint8, ``[B, H, T, kv_packed_width(bits, D)]``
+    scale : ndarray of float32, ``[B, H, T]``
+    bos : ndarray of uint8 ``[B, H, kv_packed_width(bos_bits, D)]`` when this call holds
+        position 0 under a separate BOS width, else None
+    """
+    x = _float_array(x, "x", min_ndim=4)
+    q, scale = quantize_kv(x, bits, eps)
+    codes, scale = pack_kv(q, bits), scale[..., 0]
+    if bos_bits is None or bos_bits == bits or start != 0 or x.shape[2] == 0:
+        return codes, scale, None
+    q_bos, s_bos = quantize_kv(x[:, :, :1], bos_bits, eps)
+    codes[:, :, 0] = pack_kv(np.zeros_like(q[:, :, 0]), bits)
+    scale[:, :, 0] = s_bos[:, :, 0, 0]
+    return codes, scale, pack_kv(q_bos, bos_bits)[:, :, 0]
+
+
+def dequantize_kv_cache(
+    codes: np.ndarray,
+    scale: np.ndarray,
+    bos: np.ndarray | None,
+    bits: int,
+    bos_bits: int | None,
+    head_dim: int,
+) -> np.ndarray:
+    """Float32 ``[B, H, S, D]`` values of a cache laid out as :func:`quantize_kv_cache` does
+    (position 0 from the ``bos`` slot when it is given)."""
+    x = dequantize_kv(unpack_kv(codes, bits, head_dim), scale[..., None])
+    if bos is not None and x.shape[2]:
+        x[:, :, 0] = dequantize_kv(unpack_kv(bos, bos_bits, head_dim), scale[:, :, 0, None])
+    return x
+
+
+def attention_packed_kv(
+    q: np.ndarray,
+    k: tuple[np.ndarray, np.ndarray, np.ndarray | None],
+    v: tuple[np.ndarray, np.ndarray, np.ndarray | None],
+    *,
+    bits: int,
+    bos_bits: int | None = None,
+    scale: float,
+) -> np.ndarray:
+    """Causal grouped-query attention over a packed KV cache (float32).
+
+    Parameters
+    ----------
+    q : ndarray of float32, ``[B, Hq, T, D]``
+        Queries (after RoPE) of the last ``T`` of the ``S`` positions.
+    k, v : (codes, scale, bos)
+        The cache as :func:`quantize_kv_cache` builds it for all ``S`` positions: codes
+        ``[B, Hkv, S, W]``, scale ``[B, Hkv, S]``, and the BOS slot ``[B, Hkv, W_bos]`` (or
+        None when every token has ``bits``).
+    bits, bos_bits : int
+        Code widths; ``bos_bits`` applies to position 0 when ``bos`` is given.
+    scale : float
+        Score multiplier (``1 / sqrt(D)``).
+
+    Returns
+    -------
+    ndarray of float32, ``[B, Hq, T, D]``
+        ``softmax(q k^T * scale, causal) @ v`` with K and V dequantized (``codes * scale``),
+        query ``t`` seeing keys ``s <= S - T + t``, query head ``h`` reading KV head
+        ``h // (Hq / Hkv)``.
+    """
+    q = _float_array(q, "q", min_ndim=4)
+    kf = dequantize_kv_cache(*k, bits, bos_bits, q.shape[-1])
+    vf = dequantize_kv_cache(*v, bits, bos_bits, q.shape[-1])
+    groups = q.shape[1] // kf.shape[1]
+    kf, vf = np.repeat(kf, groups, axis=1), np.repeat(vf, groups, axis=1)
+    t, s = q.shape[2], kf.shape[2]
+    scores = np.matmul(q, np.swapaxes(kf, -1, -2)).astype(_F32) * _F32(scale)
+    causal = np.arange(s)[None, :] <= (s - t + np.arange(t))[:, None]
+    scores = np.where(causal, scores, _F32(-np.inf))
+    scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    probs = (scores / scores.sum(axis=-1, keepdims=True)).astype(_F32)
+    return np.matmul(probs, vf).astype(_F32)
+
+
+# --------------------------------------------------------------------------- INT8 LM head
+def quantize_weights_int8_rows(w: np.ndarray, eps: float = EPS) -> tuple[np.ndarray, np.ndarray]:
+    """Per-output-row absmax INT8 weight quantization (the optional INT8 LM head).
+
+    ``scale[n] = max(max_k |w[n, k]|, eps) / 127``, ``q = clip(rint(w / scale), -127, 127)``.
+
+    Parameters
+    ----------
+    w : ndarray of float, shape ``[N, K]``
+        Weight, one output feature (vocabulary entry) per row.
+
+    Returns
+    -------
+    q : ndarray of int8, shape ``[N, K]``
+        Codes in [-127, 127].
+    scale : ndarray of float32, shape ``[N]``
+        Row scales; ``w ~ q * scale[:, None]``.
+    """
+    w = _float_array(w, "w", min_ndim=2)
+    if w.ndim != 2:
+        raise ValueError(f"w must be a [N, K] matrix, got shape {w.shape}")
+    gamma = np.max(np.abs(w), axis=-1, keepdims=True)
+    q, scale = _quantize_rows(w, gamma, 127.0, -127, 127, EpsMode.CLAMP, eps)
+    return q, scale[:, 0]
+
+
+def int8_matmul(
+    q_act: np.ndarray, act_scale: np.ndarray, q_w: np.ndarray, w_scale: np.ndarray
+) -> np.ndarray:
+    """INT8 x INT8 matmul: ``float32(sum_k q_act * q_w[n]) * act_scale * w_scale[n]``.
+
+    Parameters
+    ----------
+    q_act : ndarray of int8, shape ``[..., K]``
+        Activation codes (per-token absmax, :func:`quantize_act_int8`).
+    act_scale : ndarray of float32, shape ``[..., 1]``
+        Per-token scales.
+    q_w : ndarray of int8, shape ``[N, K]``
+        Weight codes (:func:`quantize_weights_int8_rows`).
+    w_scale : ndarray of float32, shape ``[N]``
+        Per-row weight scales.
+
+    Returns
+    -------
+    ndarray of float32, shape ``[..., N]``
+        int32 accumulation, then ``(acc * act_scale) * w_scale`` in float32.
+    """
+    q_act = _int_array(q_act, "q_act", -128, 127)
+    q_w = _int_array(q_w, "q_w", -128, 127, min_ndim=2)
+    if q_w.ndim != 2 or q_act.shape[-1] != q_w.shape[1]:
+        raise ValueError(
+            f"q_act [..., K] and q_w [N, K] disagree: shapes {q_act.shape} and {q_w.shape}"
+        )
+    act_scale = np.asarray(act_scale, dtype=_F32)
+    if act_scale.shape != (*q_act.shape[:-1], 1):
+        raise ValueError(
+            f"act_scale must have shape {(*q_act.shape[:-1], 1)}, got {act_scale.shape}"
+        )
+    w_scale = np.asarray(w_scale, dtype=_F32)
+    if w_scale.shape != (q_w.shape[0],):
+        raise ValueError(f"w_scale must have shape [{q_w.shape[0]}], got {w_scale.shape}")
+    acc = np.matmul(q_act.astype(np.int32), q_w.astype(np.int32).T).astype(_F32)
+    return ((acc * act_scale) * w_scale).astype(_F32)

@@ -17,7 +17,13 @@ __all__ = [
     "ACT_EPS_MODE",
     "ACT_METHOD",
     "ACT_TOPK",
+    "ATTN_SCALE",
     "HAS_WEIGHT",
+    "HEADS",
+    "HEAD_DIM",
+    "KV_BITS",
+    "KV_BOS_BITS",
+    "KV_HEADS",
     "LAYOUT",
     "M_HINT",
     "NORM_EPS",
@@ -54,6 +60,18 @@ ACT_EPS = "bitnet.act_eps"
 NORM_EPS = "bitnet.norm_eps"
 #: norm_quantize: whether the RMSNorm has a ``gamma`` parameter (bool).
 HAS_WEIGHT = "bitnet.has_weight"
+#: kv_append / kv_attention: KV-cache code width, 3 or 4 (int).
+KV_BITS = "bitnet.kv_bits"
+#: kv_append / kv_attention: width of the separate BOS slot (int); absent when there is none.
+KV_BOS_BITS = "bitnet.kv_bos_bits"
+#: kv_append / kv_attention: key/value heads (int).
+KV_HEADS = "bitnet.kv_heads"
+#: kv_attention: query heads (int).
+HEADS = "bitnet.heads"
+#: kv_append / kv_attention: head_dim (int).
+HEAD_DIM = "bitnet.head_dim"
+#: kv_attention: score multiplier, ``1 / sqrt(head_dim)`` as the graph has it (float).
+ATTN_SCALE = "bitnet.attn_scale"
 
 
 class OpName(StrEnum):
@@ -65,6 +83,10 @@ class OpName(StrEnum):
     TERNARY_INT8_GATE_UP = "ternary_int8_gate_up"
     SPARSE_INT8_MATMUL = "sparse_int8_matmul"
     NORM_QUANTIZE = "norm_quantize"
+    #: INT8 x INT8 matmul with per-row weight scales (the optional INT8 LM head).
+    INT8_MATMUL = "int8_matmul"
+    KV_APPEND = "kv_append"
+    KV_ATTENTION = "kv_attention"
 
 
 def get_int(func: Any, key: str) -> int | None:

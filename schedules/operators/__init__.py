@@ -6,9 +6,17 @@ shapes (one compiled function serves any M) and whose attributes (keys in
 transform these definitions; they never change what is computed.
 """
 
+from bitnet_tvm.schedules.operators.attention import kv_append, kv_attention
 from bitnet_tvm.schedules.operators.gate_up import ternary_gate_up
 from bitnet_tvm.schedules.operators.norm_quantize import norm_quantize
 from bitnet_tvm.schedules.operators.sparse_matmul import sparse_int8_matmul
 from bitnet_tvm.schedules.operators.ternary_matmul import ternary_matmul
 
-__all__ = ["norm_quantize", "sparse_int8_matmul", "ternary_gate_up", "ternary_matmul"]
+__all__ = [
+    "kv_append",
+    "kv_attention",
+    "norm_quantize",
+    "sparse_int8_matmul",
+    "ternary_gate_up",
+    "ternary_matmul",
+]
