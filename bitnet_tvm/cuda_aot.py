@@ -11,24 +11,49 @@ nvcc is called directly rather than through ``tvm.support.nvcc.compile_cuda``: T
 break the bit-exactness of ``norm_quantize`` against :mod:`bitnet_tvm.reference`.  The flags used
 here keep IEEE division and square root and add ``--fmad=false`` so that no ``a * b + c`` is
 contracted into an FMA (one rounding instead of two), like the LLVM build's FMA barrier.
+
+Shipping binaries (:func:`embed_cubins`, :func:`install_aot_kernels`): TVM 0.27 serializes a
+CUDA module built on a machine without the CUDA runtime as its source (format ``cuda``), and the
+CUDA runtime compiles that source when the library is loaded, by calling the global function
+``tvm_callback_cuda_compile(code)`` (NVRTC or nvcc, with ``--use_fast_math``).  An artifact
+therefore carries its kernels compiled ahead of time, per architecture, in ``cuda/`` beside
+``model.so``, keyed by the SHA-256 of each CUDA module's source; on the GPU machine
+:func:`install_aot_kernels` registers a ``tvm_callback_cuda_compile`` that returns the stored
+cubin for the source the runtime hands it, so loading needs neither nvcc nor NVRTC, and the
+kernels are the ones compiled here with :data:`NVCC_FLAGS`.  That half imports only
+``tvm_ffi`` and the standard library, so it runs with a runtime-only TVM (load this file by
+path; see ``benchmarks/gpu_device_run.sh``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import tvm
-
-__all__ = ["NVCC_FLAGS", "compile_cuda_source", "cuda_source", "install_jit_compiler"]
+__all__ = [
+    "AOT_DIR",
+    "NVCC_FLAGS",
+    "compile_cuda_source",
+    "cuda_source",
+    "embed_cubins",
+    "install_aot_kernels",
+    "install_jit_compiler",
+]
 
 #: Flags every nvcc call gets (besides ``-arch`` and the output format).
 NVCC_FLAGS = ("-O3", "--fmad=false", "--prec-div=true", "--prec-sqrt=true", "--ftz=false")
 _ARCH = re.compile(r"sm_\d{2,3}[af]?")
 _FORMATS = ("cubin", "fatbin", "ptx")
+#: Folder of an artifact that holds its ahead-of-time kernels, and the manifest inside it.
+AOT_DIR, _MANIFEST = "cuda", "kernels.json"
+_HOOK = "tvm_callback_cuda_compile"
 
 
 def _cuda_modules(module) -> list:
@@ -44,7 +69,13 @@ def _cuda_modules(module) -> list:
     return found
 
 
-def cuda_source(executable: tvm.runtime.Executable | tvm.runtime.Module) -> str:
+def _module_of(executable: Any) -> Any:
+    import tvm
+
+    return executable.mod if isinstance(executable, tvm.runtime.Executable) else executable
+
+
+def cuda_source(executable: Any) -> str:
     """The CUDA C source of every kernel of a CUDA build.
 
     Parameters
@@ -57,8 +88,7 @@ def cuda_source(executable: tvm.runtime.Executable | tvm.runtime.Module) -> str:
     ValueError
         When the build holds no CUDA module (built for another target).
     """
-    module = executable.mod if isinstance(executable, tvm.runtime.Executable) else executable
-    sources = [mod.inspect_source() for mod in _cuda_modules(module)]
+    sources = [mod.inspect_source() for mod in _cuda_modules(_module_of(executable))]
     if not sources:
         raise ValueError(
             "executable holds no CUDA module; build it with a CUDA target, e.g. "
@@ -68,7 +98,7 @@ def cuda_source(executable: tvm.runtime.Executable | tvm.runtime.Module) -> str:
 
 
 def compile_cuda_source(
-    source: str | tvm.runtime.Executable | tvm.runtime.Module,
+    source: Any,
     arch: str = "sm_90",
     fmt: str = "cubin",
     *,
@@ -104,8 +134,7 @@ def compile_cuda_source(
     RuntimeError
         When nvcc fails; the message holds its output.
     """
-    if not isinstance(arch, str) or not _ARCH.fullmatch(arch):
-        raise ValueError(f"arch must look like 'sm_80' or 'sm_90', got {arch!r}")
+    _check_arch(arch)
     if fmt not in _FORMATS:
         raise ValueError(f"fmt must be one of {', '.join(_FORMATS)}, got {fmt!r}")
     if not isinstance(source, str):
@@ -136,10 +165,140 @@ def install_jit_compiler(arch: str, *, nvcc: str | None = None) -> None:
     """
     import tvm_ffi
 
-    if not isinstance(arch, str) or not _ARCH.fullmatch(arch):
-        raise ValueError(f"arch must look like 'sm_80' or 'sm_90', got {arch!r}")
+    arch = _check_arch(arch)
 
     def _compile(code: str, *_unused) -> bytes:
         return compile_cuda_source(code, arch, "cubin", nvcc=nvcc)
 
-    tvm_ffi.register_global_func("tvm_callback_cuda_compile", _compile, override=True)
+    tvm_ffi.register_global_func(_HOOK, _compile, override=True)
+
+
+def _digest(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
+def _check_arch(arch: Any) -> str:
+    if not isinstance(arch, str) or not _ARCH.fullmatch(arch):
+        raise ValueError(f"arch must look like 'sm_80' or 'sm_90', got {arch!r}")
+    return arch
+
+
+def embed_cubins(
+    artifact: str | Path,
+    executable: Any,
+    archs: Sequence[str] = ("sm_80", "sm_90"),
+    *,
+    nvcc: str | None = None,
+) -> Path:
+    """Compile every CUDA module of ``executable`` for ``archs`` into ``artifact/cuda/``.
+
+    Parameters
+    ----------
+    artifact : path
+        The artifact folder (``CompiledModel.save``'s, or any folder beside an exported
+        library); created if missing.
+    executable : Executable or Module
+        The CUDA build whose library is (or will be) exported there.
+    archs : sequence of str
+        Architectures to compile for, e.g. ``("sm_80", "sm_90")``.
+    nvcc : str, optional
+        The nvcc executable; default: ``nvcc`` on the PATH.
+
+    Returns
+    -------
+    Path
+        The manifest, ``artifact/cuda/kernels.json``: ``{"nvcc_flags", "archs", "modules":
+        {sha256(source): {arch: cubin file name}}}``.
+
+    Raises
+    ------
+    ValueError
+        For a malformed or empty ``archs``, or a build with no CUDA module.
+    """
+    from bitnet_tvm.atomic import atomic_open
+
+    archs = tuple(_check_arch(arch) for arch in archs)
+    if not archs:
+        raise ValueError("archs must name at least one architecture, e.g. ('sm_90',)")
+    sources = [mod.inspect_source() for mod in _cuda_modules(_module_of(executable))]
+    if not sources:
+        cuda_source(executable)  # raises the "no CUDA module" ValueError
+    folder = Path(artifact) / AOT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    modules: dict[str, dict[str, str]] = {}
+    for source in sources:
+        digest = _digest(source)
+        modules[digest] = {}
+        for arch in archs:
+            name = f"{digest[:16]}_{arch}.cubin"
+            with atomic_open(folder / name, "wb") as out:
+                out.write(compile_cuda_source(source, arch, "cubin", nvcc=nvcc))
+            modules[digest][arch] = name
+    manifest = {"nvcc_flags": list(NVCC_FLAGS), "archs": list(archs), "modules": modules}
+    with atomic_open(folder / _MANIFEST) as out:
+        json.dump(manifest, out, indent=1)
+    return folder / _MANIFEST
+
+
+def install_aot_kernels(artifact: str | Path, arch: str) -> dict[str, bytes]:
+    """Serve the CUDA runtime the artifact's ahead-of-time cubins for ``arch``.
+
+    Registers ``tvm_callback_cuda_compile`` (process-wide, replacing NVRTC / nvcc) with a
+    function that returns the stored cubin of the source it is given.  Call it before
+    ``tvm.runtime.load_module`` of the artifact's library.  Needs only ``tvm_ffi`` (a
+    runtime-only TVM is enough), no CUDA compiler.
+
+    Parameters
+    ----------
+    artifact : path
+        An artifact folder with ``cuda/kernels.json`` (written by :func:`embed_cubins`).
+    arch : str
+        The GPU's architecture, e.g. ``"sm_90"`` for an H100
+        (``"sm_" + tvm.cuda(0).compute_version.replace(".", "")``).
+
+    Returns
+    -------
+    dict
+        ``{sha256(source): cubin}`` of the modules now served.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the artifact has no ``cuda/kernels.json``.
+    ValueError
+        When ``arch`` is malformed or was not compiled into the artifact.
+
+    Notes
+    -----
+    A source the artifact does not hold (a library exported from another build) makes the
+    hook raise a RuntimeError naming the artifact, rather than run a stale binary.
+    """
+    import tvm_ffi
+
+    arch = _check_arch(arch)
+    folder = Path(artifact) / AOT_DIR
+    manifest_path = folder / _MANIFEST
+    if not manifest_path.is_file():
+        raise FileNotFoundError(
+            f"{manifest_path} not found: embed the kernels with bitnet_tvm.cuda_aot.embed_cubins"
+        )
+    manifest = json.loads(manifest_path.read_text())
+    if arch not in manifest["archs"]:
+        raise ValueError(
+            f"{artifact}: kernels were compiled for {', '.join(manifest['archs'])}, not {arch}"
+        )
+    cubins = {
+        digest: (folder / files[arch]).read_bytes() for digest, files in manifest["modules"].items()
+    }
+
+    def _serve(code: str, *_unused: Any) -> bytes:
+        cubin = cubins.get(_digest(str(code)))
+        if cubin is None:
+            raise RuntimeError(
+                f"a CUDA module's source is not among the kernels of {artifact} "
+                "(library and cuda/ come from different builds); run embed_cubins again"
+            )
+        return cubin
+
+    tvm_ffi.register_global_func(_HOOK, _serve, override=True)
+    return cubins

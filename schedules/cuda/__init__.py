@@ -6,24 +6,33 @@ dl.gpu.Fallback())``), which would otherwise claim every PrimFunc.  Every rule d
 None) for PrimFuncs that are not ours and for non-CUDA targets, and binds every loop nest it
 schedules to ``blockIdx`` / ``threadIdx``.
 
-Not yet here: a tiled prefill GEMM (large M runs on the GEMV rule, correct but re-reading the
-weights per token), tensor-core MMA, and a parallel-per-row ``norm_quantize``.
+Every rule follows the template protocol of :mod:`bitnet_tvm.schedules.rule` (``Knobs``,
+``accepts`` / ``prepare`` / ``schedule`` / ``knob_space``), so the tuner searches the same code.
+``TernaryGemm`` (tensor-core prefill, ``bitnet.m_hint >= 64``) comes before ``TernaryGemv``,
+which takes every other dense and gate/up matmul.  Not yet here: a prefill gate/up GEMM and a
+parallel-per-row ``norm_quantize``.
 """
 
 from __future__ import annotations
 
 from tvm.s_tir.dlight import ScheduleRule
 
+from bitnet_tvm.schedules.cuda.attention import KVAttention, KVAttentionKnobs
+from bitnet_tvm.schedules.cuda.gemm import GemmKnobs, TernaryGemm
 from bitnet_tvm.schedules.cuda.gemv import GemvKnobs, TernaryGemv
 from bitnet_tvm.schedules.cuda.norm_quantize import NormQuantize, NormQuantizeKnobs
 from bitnet_tvm.schedules.cuda.sparse_gemv import SparseGemv, SparseGemvKnobs
 
 __all__ = [
+    "GemmKnobs",
     "GemvKnobs",
+    "KVAttention",
+    "KVAttentionKnobs",
     "NormQuantize",
     "NormQuantizeKnobs",
     "SparseGemv",
     "SparseGemvKnobs",
+    "TernaryGemm",
     "TernaryGemv",
     "cuda_rules",
 ]
@@ -31,4 +40,4 @@ __all__ = [
 
 def cuda_rules() -> list[ScheduleRule]:
     """The bitnet-tvm CUDA schedule rules with default knobs."""
-    return [TernaryGemv(), SparseGemv(), NormQuantize()]
+    return [TernaryGemm(), TernaryGemv(), SparseGemv(), NormQuantize(), KVAttention()]

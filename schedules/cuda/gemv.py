@@ -32,8 +32,9 @@ a row, so the weight bytes of the up rows with ``relu(g) == 0`` are loaded under
 condition (not through a vector cache, which would load them unconditionally).
 
 Knobs are a dataclass with defaults chosen by reasoning about sm_80/sm_90 (not yet measured: no
-GPU has run these kernels).  Any M is correct (``blockIdx.x`` covers M); until a prefill GEMM
-rule exists this rule also takes large M, re-reading the weights once per token.
+GPU has run these kernels).  Any M is correct (``blockIdx.x`` covers M); dense matmuls with a
+``bitnet.m_hint`` of at least 64 go to the tensor-core GEMM (:mod:`.gemm`, tried first), and the
+prefill gate/up still runs here, re-reading the weights once per token.
 """
 
 from __future__ import annotations
@@ -94,15 +95,21 @@ class TernaryGemv(BitnetCUDARule):
     """Decode GEMV of ``ternary_int{4,8}_matmul`` and ``ternary_int{4,8}_gate_up`` on CUDA."""
 
     ops = DENSE + GATE_UP
+    Knobs = GemvKnobs
 
-    def __init__(self, knobs: GemvKnobs | None = None) -> None:
-        self.knobs = knobs or GemvKnobs()
+    def schedule(self, sch: s_tir.Schedule, knobs: GemvKnobs) -> None:
+        """Rows per block, K lanes with a warp reduction, dp4a where the layout allows."""
+        _schedule(sch, knobs, bind_threads=True)
 
-    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
-        """Schedule ``func``, or return None when it is not a decode ternary matmul for CUDA."""
-        if not self.matches(func, target):
-            return None
-        return schedule_gemv(func, self.knobs)
+    def knob_space(self, func: tirx.PrimFunc, target: Target) -> dict[str, tuple]:
+        """Rows per block, lanes per row, codes per lane step, and dp4a on/off (``vec = 4``,
+        one weight byte per step, is left out: its staging loop cannot be vectorized)."""
+        return {
+            "rows": (1, 2, 4, 8),
+            "threads": (8, 16, 32),
+            "vec": (8, 16),
+            "dp4a": (True, False),
+        }
 
 
 def schedule_gemv(
@@ -115,6 +122,12 @@ def schedule_gemv(
     this schedule against the reference on a machine without a GPU.
     """
     sch = s_tir.Schedule(func)
+    _schedule(sch, knobs, bind_threads=bind_threads)
+    return sch
+
+
+def _schedule(sch: s_tir.Schedule, knobs: GemvKnobs, *, bind_threads: bool) -> None:
+    func = sch.mod["main"]
     k = attrs.get_int(func, attrs.K)
     dp4a = knobs.dp4a and str(func.attrs[attrs.LAYOUT]) == "2bit" and k % knobs.vec == 0
     plan = _Plan(sch, knobs, k, bind_threads)
@@ -133,7 +146,6 @@ def schedule_gemv(
         matmul = plan.rfactor("matmul", "decode", dp4a=dp4a)
         ty = plan.tile_rows(sch.get_sblock("epilogue"))
         plan.place(matmul, ty)
-    return sch
 
 
 @dataclass
@@ -176,17 +188,21 @@ class _Plan:
         rf = sch.rfactor(tx, factor_axis=0)
         sch.set_scope(rf, 0, "local")
         sch.set_scope(block, 0, "local")
-        return _Reduction(rf, block, decode if dp4a else None, steps)
+        return _Reduction(rf, block, decode if dp4a else None, steps, threads)
 
     def place(self, red: _Reduction, ty) -> None:
         """Move the lanes and their warp sum under ``ty``; stage and tensorize the dp4a body."""
         sch = self.sch
         sch.compute_at(red.total, ty)
         sch.compute_at(red.rf, ty)
-        self.bind(sch.get_loops(red.total)[-1], "threadIdx.x")
-        # compute_at regenerates one loop per block iter of extent > 1: tx, then the K steps.
-        tx, *found = sch.get_loops(red.rf)[2:]
-        self.bind(tx, "threadIdx.x")
+        # compute_at regenerates one loop per block iter of extent > 1: tx (absent for one lane,
+        # e.g. an odd K), then the K steps.
+        found = list(sch.get_loops(red.rf)[2:])
+        tx = None
+        if red.threads > 1:
+            self.bind(sch.get_loops(red.total)[-1], "threadIdx.x")
+            tx = found.pop(0)
+            self.bind(tx, "threadIdx.x")
         found.reverse()
         ko, *inner = (found.pop() if extent > 1 else None for extent in red.steps)
         first = ko or next((loop for loop in inner if loop is not None), None)
@@ -195,7 +211,7 @@ class _Plan:
                 sch.decompose_reduction(red.rf, first)
             return
         kb, kc = inner
-        anchor = ko if ko is not None else tx
+        anchor = next(loop for loop in (ko, tx, sch.get_loops(red.rf)[1]) if loop is not None)
         reads = [region.source.name for region in sch.get(red.rf).reads]
         x_loc = sch.cache_read(red.rf, reads.index("x_q"), "local", consumer_blocks=[red.rf])
         sch.compute_at(x_loc, anchor)
@@ -221,3 +237,4 @@ class _Reduction:
     total: s_tir.schedule.SBlockRV
     decode: str | None  # decode block to stage per step (dp4a path), None when inlined
     steps: tuple[int, ...]  # extents of the K loops under the lane loop: (ko, kb, kc) or (ko,)
+    threads: int  # lanes along K (1: no lane loop, no cross-thread reduction)

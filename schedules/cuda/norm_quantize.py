@@ -69,17 +69,19 @@ class NormQuantize(BitnetCUDARule):
     """``norm_quantize`` on CUDA: a thread per row."""
 
     ops = (attrs.OpName.NORM_QUANTIZE,)
+    Knobs = NormQuantizeKnobs
 
-    def __init__(self, knobs: NormQuantizeKnobs | None = None) -> None:
-        self.knobs = knobs or NormQuantizeKnobs()
+    def prepare(self, func: tirx.PrimFunc, knobs: NormQuantizeKnobs) -> tirx.PrimFunc:
+        """``func`` with its per-row scratch buffers in ``local`` scope."""
+        return local_scratch(func)
 
-    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
-        """Schedule ``func``, or return None when it is not ``norm_quantize`` for CUDA."""
-        if not self.matches(func, target):
-            return None
-        sch = s_tir.Schedule(local_scratch(func))
+    def schedule(self, sch: s_tir.Schedule, knobs: NormQuantizeKnobs) -> None:
+        """Rows over ``blockIdx.x`` x ``threadIdx.x``."""
         (m,) = sch.get_loops(sch.get_sblock("norm_quantize"))
-        bx, tx = sch.split(m, [None, self.knobs.rows])
+        bx, tx = sch.split(m, [None, knobs.rows])
         sch.bind(bx, "blockIdx.x")
         sch.bind(tx, "threadIdx.x")
-        return sch
+
+    def knob_space(self, func: tirx.PrimFunc, target: Target) -> dict[str, tuple]:
+        """Rows (threads) per block."""
+        return {"rows": (16, 32, 64, 128)}

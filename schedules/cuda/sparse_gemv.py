@@ -69,27 +69,32 @@ class SparseGemv(BitnetCUDARule):
     """Schedule of ``sparse_int8_matmul`` on CUDA, any M (tuned for decode)."""
 
     ops = (attrs.OpName.SPARSE_INT8_MATMUL,)
+    Knobs = SparseGemvKnobs
 
-    def __init__(self, knobs: SparseGemvKnobs | None = None) -> None:
-        self.knobs = knobs or SparseGemvKnobs()
+    def schedule(self, sch: s_tir.Schedule, knobs: SparseGemvKnobs) -> None:
+        """Columns per thread, threads along N and K, zero-activation rows skipped."""
+        _schedule(sch, knobs, bind_threads=True)
 
-    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
-        """Schedule ``func``, or return None when it is not ``sparse_int8_matmul`` for CUDA."""
-        if not self.matches(func, target):
-            return None
-        return schedule_sparse_gemv(func, self.knobs)
+    def knob_space(self, func: tirx.PrimFunc, target: Target) -> dict[str, tuple]:
+        """Columns per thread and the thread grid (every pair is within 1024 threads)."""
+        return {"cols": (4, 8), "threads_n": (8, 16, 32), "threads_k": (4, 8, 16, 32)}
 
 
 def schedule_sparse_gemv(
     func: tirx.PrimFunc, knobs: SparseGemvKnobs, *, bind_threads: bool = True
 ) -> s_tir.Schedule:
     """The sparse GEMV schedule; ``bind_threads=False`` leaves a CPU-buildable loop nest."""
+    sch = s_tir.Schedule(func)
+    _schedule(sch, knobs, bind_threads=bind_threads)
+    return sch
 
+
+def _schedule(sch: s_tir.Schedule, knobs: SparseGemvKnobs, *, bind_threads: bool) -> None:
     def bind(loop, thread: str) -> None:
         if bind_threads:
             sch.bind(loop, thread)
 
-    sch = s_tir.Schedule(func)
+    func = sch.mod["main"]
     n_total, k_total = attrs.get_int(func, attrs.N), attrs.get_int(func, attrs.K)
     cols = split_factor(n_total, knobs.cols)
     threads_n = split_factor(n_total // cols, knobs.threads_n)
@@ -112,7 +117,7 @@ def schedule_sparse_gemv(
     sch.compute_at(block, tx)
     if rf is None:
         _columns_inside_rows(sch, block, sch.get_loops(block)[2:])
-        return sch
+        return
     sch.compute_at(rf, tx)
     # regenerated loops, one per block iter of extent > 1: total (ty, c), rf (ty, c, kr)
     ty, *c = sch.get_loops(block)[2:]
@@ -122,7 +127,6 @@ def schedule_sparse_gemv(
     ty, *rest = sch.get_loops(rf)[2:]
     bind(ty, "threadIdx.y")
     _columns_inside_rows(sch, rf, rest)
-    return sch
 
 
 def _columns_inside_rows(sch: s_tir.Schedule, block, loops: list) -> None:

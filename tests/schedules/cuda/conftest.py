@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import tvm
 
+from bitnet_tvm.schedules import attrs
 from bitnet_tvm.schedules.operators import (
     norm_quantize,
     sparse_int8_matmul,
@@ -28,11 +29,16 @@ def cuda_target(arch: str = "sm_90") -> tvm.target.Target:
 
 _A48 = get_scheme("a4.8")
 #: name -> operator PrimFunc; shapes cover both GEMV paths (dp4a: 2bit, vec | K; generic:
-#: K % 16 != 0 or base-3), odd N (row tiles of 1), odd K (no K lanes in the sparse GEMV).
+#: K % 16 != 0 or base-3), odd N (row tiles of 1), odd K (one lane per row in the GEMV, no K
+#: lanes in the sparse GEMV), and the tensor-core GEMM (``bitnet.m_hint`` >= 64) with N, K off
+#: its tiles (K % 4 != 0 too).
 OPERATORS = {
     "dense_dp4a": ternary_matmul(256, 512, act_bits=4),
     "dense_generic_k172": ternary_matmul(13, 172, act_bits=8),
     "dense_base3": ternary_matmul(12, 320, act_bits=8, layout="base3"),
+    "dense_k37": ternary_matmul(40, 37, act_bits=8),  # one lane per row (no pow2 divides K)
+    "gemm": ternary_matmul(128, 512, act_bits=4).with_attr(attrs.M_HINT, 2048),
+    "gemm_odd": ternary_matmul(40, 37, act_bits=8).with_attr(attrs.M_HINT, 64),
     "gate_up_dp4a": ternary_gate_up(13, 320, act_bits=4),
     "gate_up_generic": ternary_gate_up(6, 172, act_bits=8),
     "sparse": sparse_int8_matmul(64, 172),

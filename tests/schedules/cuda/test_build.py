@@ -13,20 +13,25 @@ from bitnet_tvm.cuda_aot import compile_cuda_source, cuda_source, install_jit_co
 from bitnet_tvm.schedules.cuda import cuda_rules
 
 
-def _build(func, target):
-    mod = tvm.IRModule({"main": func})
+def _build_all(operators: dict, target):
+    """One module holding every operator (one nvcc call per architecture, not per kernel)."""
+    mod = tvm.IRModule({name: f.with_attr("global_symbol", name) for name, f in operators.items()})
     with target:
         scheduled = ApplyDefaultSchedule(*cuda_rules())(mod)
-    assert scheduled["main"].attrs["tirx.is_scheduled"]
+    for name in operators:
+        assert scheduled[name].attrs["tirx.is_scheduled"], name
     return tvm.compile(scheduled, target=target)
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
-def test_operator_compiles_to_cubin(cuda, nvcc, op_name, arch):
-    ex = _build(cuda.OPERATORS[op_name], cuda.target(arch))
+def test_every_operator_compiles_to_cubin(cuda, nvcc, arch):
+    ex = _build_all(cuda.OPERATORS, cuda.target(arch))
     source = cuda_source(ex)
-    assert len(re.findall(r'extern "C" __global__ void', source)) >= 1
-    cubin = compile_cuda_source(ex, arch, nvcc=nvcc)
+    kernels = re.findall(r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)', source)
+    for name in cuda.OPERATORS:
+        assert any(k.startswith(name + "_kernel") for k in kernels), name
+    assert "nvcuda::wmma::mma_sync" in source and "__dp4a(" in source
+    cubin = compile_cuda_source(source, arch, nvcc=nvcc)
     assert cubin[:4] == b"\x7fELF"  # a cubin is an ELF image
 
 

@@ -1,5 +1,6 @@
-"""CUDA schedule rules: which PrimFuncs they take, thread bindings, and the schedules' loop
-nests checked for exact numerics on the CPU (threads left serial, dp4a not tensorized)."""
+"""CUDA schedule rules: which PrimFuncs they take, thread bindings, the template protocol, and
+the schedules' loop nests checked for exact numerics on the CPU (threads left serial, dp4a and
+WMMA not tensorized)."""
 
 from __future__ import annotations
 
@@ -12,20 +13,24 @@ from tvm.s_tir.dlight import ApplyDefaultSchedule
 from bitnet_tvm import reference
 from bitnet_tvm.schedules import attrs
 from bitnet_tvm.schedules.cuda import (
+    GemmKnobs,
     GemvKnobs,
     NormQuantize,
     SparseGemv,
     SparseGemvKnobs,
+    TernaryGemm,
     TernaryGemv,
     cuda_rules,
 )
+from bitnet_tvm.schedules.cuda.gemm import schedule_gemm
 from bitnet_tvm.schedules.cuda.gemv import schedule_gemv
 from bitnet_tvm.schedules.cuda.sparse_gemv import schedule_sparse_gemv
 from bitnet_tvm.schedules.layouts import pack_weight
+from bitnet_tvm.schedules.operators import ternary_gate_up, ternary_matmul
 
 CUDA = tvm.target.Target({"kind": "cuda", "arch": "sm_90"}, host="llvm")
 CPU = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 2})
-ALL_RULES = [TernaryGemv(), SparseGemv(), NormQuantize()]
+ALL_RULES = [TernaryGemm(), TernaryGemv(), SparseGemv(), NormQuantize()]
 OWNER = {
     attrs.OpName.TERNARY_INT4_MATMUL: TernaryGemv,
     attrs.OpName.TERNARY_INT8_MATMUL: TernaryGemv,
@@ -36,19 +41,23 @@ OWNER = {
 }
 
 
-def test_exactly_one_rule_takes_each_operator_and_binds_threads(cuda, op_name):
+def _owner(func) -> type:
+    """The rule that schedules ``func`` in ``cuda_rules()`` order."""
+    hint = attrs.get_int(func, attrs.M_HINT)
+    return TernaryGemm if hint is not None and hint >= 64 else OWNER[attrs.get_op(func)]
+
+
+def test_the_first_rule_that_takes_each_operator_binds_threads(cuda, op_name):
     func = cuda.OPERATORS[op_name]
-    owner = OWNER[attrs.get_op(func)]
-    for rule in ALL_RULES:
-        sch = rule.apply(func, CUDA, False)
-        if not isinstance(rule, owner):
-            assert sch is None
-            continue
-        assert sch is not None
-        scheduled = sch.mod["main"]
-        assert not tvm_ffi.structural_equal(scheduled, func)
-        script = scheduled.script()
-        assert 'thread="blockIdx.x"' in script and 'thread="threadIdx.x"' in script
+    owner = _owner(func)
+    taken = [type(rule) for rule in cuda_rules() if rule.apply(func, CUDA, False) is not None]
+    assert taken[0] is owner
+    assert taken == ([TernaryGemm, TernaryGemv] if owner is TernaryGemm else [owner])
+    sch = owner().apply(func, CUDA, False)
+    scheduled = sch.mod["main"]
+    assert not tvm_ffi.structural_equal(scheduled, func)
+    script = scheduled.script()
+    assert 'thread="blockIdx.x"' in script and 'thread="threadIdx.' in script
 
 
 @pytest.mark.parametrize("rule", ALL_RULES, ids=lambda r: type(r).__name__)
@@ -57,6 +66,9 @@ def test_rules_decline_foreign_funcs_llvm_targets_and_scheduled_funcs(cuda, rule
     for func in cuda.OPERATORS.values():
         assert rule.apply(func, CPU, False) is None
         assert rule.apply(func.with_attr("tirx.is_scheduled", True), CUDA, False) is None
+        hinted = func.with_attr(attrs.M_HINT, 2048)
+        assert rule.apply(hinted, CPU, False) is None
+        assert rule.apply(hinted.with_attr("tirx.is_scheduled", True), CUDA, False) is None
 
 
 def test_rules_leave_foreign_funcs_unchanged_in_a_module(foreign):
@@ -106,7 +118,15 @@ def _act(rng, m, k, zero_frac=0.0):
 
 
 @pytest.mark.parametrize(
-    "name", ["dense_dp4a", "dense_generic_k172", "dense_base3", "gate_up_dp4a", "gate_up_generic"]
+    "name",
+    [
+        "dense_dp4a",
+        "dense_generic_k172",
+        "dense_base3",
+        "dense_k37",
+        "gate_up_dp4a",
+        "gate_up_generic",
+    ],
 )
 def test_gemv_loop_nest_matches_reference(cuda, name):
     func = cuda.OPERATORS[name]
@@ -146,3 +166,89 @@ def test_sparse_loop_nest_matches_reference(cuda, name):
         x_q, x_s = _act(rng, m, k, zero_frac=0.85)
         got = _run_cpu(sch, [x_q, x_s, pack_weight(q_w, "2bit_kmajor"), alpha], (m, n))
         assert np.array_equal(got, reference.ternary_matmul(x_q, x_s, q_w, alpha))
+
+
+# ----------------------------------------------------- prefill GEMM (tensor cores) selection
+def _first_rule(func):
+    """The class of the first rule of ``cuda_rules()`` that takes ``func``."""
+    return next(type(r) for r in cuda_rules() if r.apply(func, CUDA, False) is not None)
+
+
+@pytest.mark.parametrize("hint", [None, 1, 63, 64, 2048])
+def test_gemm_takes_dense_2bit_matmuls_hinted_for_prefill(hint):
+    func = ternary_matmul(256, 512, act_bits=4)
+    if hint is not None:
+        func = func.with_attr(attrs.M_HINT, hint)
+    want = TernaryGemm if hint is not None and hint >= 64 else TernaryGemv
+    assert _first_rule(func) is want
+
+
+@pytest.mark.parametrize(
+    "func",
+    [
+        ternary_gate_up(64, 256, act_bits=4),
+        ternary_matmul(64, 320, act_bits=8, layout="base3"),
+    ],
+    ids=["gate_up", "base3"],
+)
+def test_gemm_leaves_gate_up_and_base3_to_the_gemv(func):
+    assert _first_rule(func.with_attr(attrs.M_HINT, 2048)) is TernaryGemv
+
+
+def test_gemm_schedule_uses_int8_wmma_from_shared_memory():
+    func = ternary_matmul(256, 512, act_bits=8).with_attr(attrs.M_HINT, 2048)
+    script = TernaryGemm().apply(func, CUDA, False).mod.script()
+    for call in ("T.tvm_fill_fragment", "T.tvm_load_matrix_sync", "T.tvm_mma_sync"):
+        assert call in script
+    assert "T.tvm_store_matrix_sync" in script
+    assert 'scope="shared.dyn"' in script and 'scope="wmma.matrix_b"' in script
+    assert 'thread="blockIdx.y"' in script and 'thread="threadIdx.y"' in script
+
+
+@pytest.mark.parametrize("kwargs", [{"warps_m": 0}, {"frag_n": True}, {"warps_m": 8, "warps_n": 8}])
+def test_gemm_knobs_reject_bad_values(kwargs):
+    with pytest.raises(ValueError, match="GemmKnobs"):
+        GemmKnobs(**kwargs)
+
+
+@pytest.mark.parametrize(("n", "k"), [(256, 512), (13, 172), (40, 37)])
+def test_gemm_loop_nest_matches_reference(n, k):
+    # padding of M, N and K, the decode into the staging buffer and the epilogue (WMMA aside)
+    func = ternary_matmul(n, k, act_bits=4).with_attr(attrs.M_HINT, 2048)
+    rng = np.random.default_rng(n + k)
+    q_w = rng.integers(-1, 2, (n, k)).astype(np.int8)
+    alpha = rng.random(n).astype(np.float32)
+    knobs = GemmKnobs(warps_m=2, warps_n=1, frag_m=1, frag_n=2, k_frags=1)
+    sch = schedule_gemm(func, knobs, bind_threads=False)
+    for m in (1, 70):
+        x_q, x_s = _act(rng, m, k)
+        got = _run_cpu(sch, [x_q, x_s, pack_weight(q_w, "2bit"), alpha], (m, n))
+        assert np.array_equal(got, reference.ternary_matmul(x_q, x_s, q_w, alpha))
+
+
+# ------------------------------------------------------------------------- template protocol
+#: rule -> an operator it takes (name in the ``cuda.OPERATORS`` fixture, or None: hinted GEMM)
+_TAKES = {
+    TernaryGemm: None,
+    TernaryGemv: "dense_dp4a",
+    SparseGemv: "sparse",
+    NormQuantize: "norm_topk",
+}
+
+
+@pytest.mark.parametrize("rule", ALL_RULES, ids=lambda r: type(r).__name__)
+def test_rules_follow_the_template_protocol(cuda, rule):
+    name = _TAKES[type(rule)]
+    func = (
+        cuda.OPERATORS[name]
+        if name
+        else ternary_matmul(256, 512, act_bits=4).with_attr(attrs.M_HINT, 2048)
+    )
+    assert type(rule).follows_protocol() and rule.accepts(func, CUDA)
+    space = rule.knob_space(func, CUDA)
+    defaults = rule.Knobs()
+    assert space and all(getattr(defaults, field) in values for field, values in space.items())
+    # the smallest value of every knob schedules too (a corner of the tuner's space)
+    knobs = rule.Knobs(**{field: min(values) for field, values in space.items()})
+    sch = rule.schedule_with(func, knobs)
+    assert 'thread="threadIdx.x"' in sch.mod.script()
