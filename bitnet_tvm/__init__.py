@@ -30,6 +30,7 @@ _LAZY = {
     "export_onnx": ("bitnet_tvm.export", "export_onnx"),
     "BitNetConfig": ("bitnet_tvm.model", "BitNetConfig"),
     "BitNetForCausalLM": ("bitnet_tvm.model", "BitNetForCausalLM"),
+    "tune": ("bitnet_tvm.tuning.tuner", "tune"),
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

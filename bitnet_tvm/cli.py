@@ -23,7 +23,9 @@ from bitnet_tvm.errors import BitnetError
 
 __all__ = ["main"]
 
-_USER_ERRORS = (BitnetError, ValueError, TypeError, FileNotFoundError, KeyError)
+# OSError: missing files, permissions, a full disk (outputs are written atomically, so nothing
+# half-written is left behind)
+_USER_ERRORS = (BitnetError, ValueError, TypeError, OSError, KeyError)
 
 log = logging.getLogger("bitnet_tvm.cli")
 
@@ -61,7 +63,14 @@ def _cmd_compile(args: argparse.Namespace) -> dict:
     from bitnet_tvm.compiler import compile_model
 
     info = _load_config(args.config, args.scheme).to_dict() if args.config else None
-    compiled = compile_model(args.model, target=args.target, scheme=args.scheme, model_info=info)
+    compiled = compile_model(
+        args.model,
+        target=args.target,
+        scheme=args.scheme,
+        model_info=info,
+        lm_head=args.lm_head,
+        tuning_db=args.tuning_db,
+    )
     path = compiled.save(args.output)
     print(compiled.report, file=sys.stderr)
     return {"artifact": str(path), "unfused_matmuls": compiled.report.unfused_matmuls}
@@ -172,6 +181,9 @@ def artifact_info(path: str | Path) -> dict[str, Any]:
     for spec in past:  # key and value, per layer, per position of one sequence
         _, heads, _, head_dim = spec["shape"]
         kv_bytes += 2 * heads * head_dim * np.dtype(spec["dtype"]).itemsize
+    kv_cache = meta.get("kv_cache")  # a packed 3/4-bit cache: codes + float32 scale per row
+    if kv_cache:
+        kv_bytes = kv_cache["bytes_per_token"]["packed"]
     param_bytes = sum(entry["bytes"] for entry in params.values())
     library_bytes = (path / _LIB).stat().st_size
     return {
@@ -188,6 +200,7 @@ def artifact_info(path: str | Path) -> dict[str, Any]:
         "outputs": [spec["name"] for spec in meta.get("outputs", [])],
         "generation": bool(past),
         "kv_cache_bytes_per_token": kv_bytes,
+        "kv_cache": kv_cache,
         "layers": report.get("layers", []),
         "unfused_matmuls": report.get("unfused_matmuls", 0),
         "layouts": layouts,
@@ -225,6 +238,14 @@ def _format_info(info: dict[str, Any]) -> str:
             f"generation yes (KV cache {info['kv_cache_bytes_per_token']:,} bytes per token "
             "per sequence)"
         )
+        if info.get("kv_cache"):
+            kv, per = info["kv_cache"], info["kv_cache"]["bytes_per_token"]
+            bos = f", BOS {kv['bos_bits']}-bit" if kv["bos_bits"] else ""
+            lines.append(
+                f"kv cache   packed {kv['bits']}-bit{bos}: {per['vs_fp16']:.2f}x smaller than "
+                f"fp16 ({per['vs_fp16_without_scales']:.2f}x without the float32 scales, "
+                f"{100 * per['scale_share']:.0f}% of the bytes)"
+            )
     else:
         lines.append("generation no (no past key/value inputs; export with --with-past)")
     report = CompileReport.from_dict(
@@ -304,10 +325,21 @@ def _build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--target", default="llvm", help="llvm (host CPU), cuda, or a TVM target")
     comp.add_argument("--scheme", default=None, help="re-quantize with this scheme preset")
     comp.add_argument(
+        "--lm-head",
+        choices=("fp32", "int8"),
+        default="fp32",
+        help="int8: quantize the LM head (weight per vocabulary row, activation per token)",
+    )
+    comp.add_argument(
         "--config",
         default=None,
         help="config preset or config.json of the model, recorded in the artifact for `run` "
         "(vocabulary size, maximum length)",
+    )
+    comp.add_argument(
+        "--tuning-db",
+        default=None,
+        help="tuning database directory written by `bitnet-tvm tune` (default: rule defaults)",
     )
     comp.set_defaults(func=_cmd_compile)
 
@@ -340,6 +372,14 @@ def _build_parser() -> argparse.ArgumentParser:
     info.add_argument("artifact", help="artifact directory")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.set_defaults(func=_cmd_info)
+
+    from bitnet_tvm.bench.cli import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
+
+    from bitnet_tvm.tuning.cli import add_parser as add_tune_parser
+
+    add_tune_parser(sub)
     return parser
 
 

@@ -11,11 +11,14 @@ from typing import Any
 
 import onnx
 import tvm
+from tvm import relax
 
 from bitnet_tvm.frontend import symbolic_input_shapes
 from bitnet_tvm.relay_passes.lift_params import lift_params
 from bitnet_tvm.relay_passes.pipeline import lowering_pipeline, run_graph_passes
-from bitnet_tvm.report import collect_report
+from bitnet_tvm.relay_passes.quantize_kv_cache import packed_kv_io
+from bitnet_tvm.relay_passes.quantize_lm_head import LM_HEAD_CHOICES
+from bitnet_tvm.report import CompileReport, collect_report
 from bitnet_tvm.runtime import FORMAT_VERSION, CompiledModel
 from bitnet_tvm.schedules.target import host_target
 from bitnet_tvm.schemes import QuantScheme, get_scheme
@@ -24,6 +27,17 @@ from bitnet_tvm.weight_import import import_compact
 __all__ = ["compile_model"]
 
 log = logging.getLogger(__name__)
+
+
+def graph_module(
+    model: str | os.PathLike[str] | onnx.ModelProto,
+    target: tvm.target.Target,
+    scheme: QuantScheme | None = None,
+) -> tvm.IRModule:
+    """The module after import and the BitNet graph passes (our operators as PrimFuncs), as
+    :func:`compile_model` builds it; used by the tuner to find the operators."""
+    mod, _ = import_compact(model if isinstance(model, onnx.ModelProto) else Path(model))
+    return run_graph_passes(mod, target, scheme)
 
 
 def _io_specs(model: onnx.ModelProto, mod: tvm.IRModule) -> tuple[list[dict], list[dict]]:
@@ -55,6 +69,9 @@ def compile_model(
     *,
     dump_dir: str | os.PathLike[str] | None = None,
     model_info: dict | None = None,
+    rewrite: bool = True,
+    tuning_db: str | os.PathLike[str] | None = None,
+    lm_head: str = "fp32",
 ) -> CompiledModel:
     """Compile an ONNX BitNet model for ``target``.
 
@@ -72,30 +89,98 @@ def compile_model(
     model_info : dict, optional
         Facts about the model the graph does not hold (e.g. ``BitNetConfig.to_dict()``: vocab
         size, max positions), kept as ``metadata["model"]`` for generation; must be JSON-able.
+    rewrite : bool
+        False builds the graph as imported, without the BitNet graph passes, with TVM's default
+        Relax pipeline (``relax_pipeline="default"``): the unrewritten full-precision baseline
+        of the benchmark.  Weight-only subgraphs (int8 code casts, transposes) are folded to
+        float32 constants first, so they are not recomputed per call; ``scheme`` must be None.
+    tuning_db : path, optional
+        Tuning database directory written by :func:`bitnet_tvm.tune`: its records schedule the
+        operators they were tuned for (rule defaults otherwise; an unreadable database is
+        warned about and ignored).  Operators dispatch on the token count M at run time over
+        the buckets of :mod:`bitnet_tvm.tuning.buckets` either way.
+    lm_head : {"fp32", "int8"}
+        ``"int8"`` quantizes the LM head (the float matmul producing the logits): weight per
+        vocabulary row, activation per token, both absmax INT8
+        (:mod:`bitnet_tvm.relay_passes.quantize_lm_head`); a quarter of its bytes.
 
     Returns
     -------
     CompiledModel
         With ``run(output_names, input_feed)``, ``report`` and ``save(path)``.
     """
+    if lm_head not in LM_HEAD_CHOICES:
+        raise ValueError(f"lm_head must be one of {LM_HEAD_CHOICES}, got {lm_head!r}")
+    if lm_head != "fp32" and not rewrite:
+        raise ValueError(f"lm_head={lm_head!r} needs rewrite=True (it is a graph pass)")
     start = time.perf_counter()
     tvm_target = resolve_target(target)
     scheme_obj = get_scheme(scheme) if scheme is not None else None
+    if not rewrite and scheme_obj is not None:
+        raise ValueError("scheme must be None with rewrite=False (the graph is not rewritten)")
     log.info("[1/4] importing %s", "ONNX model" if isinstance(model, onnx.ModelProto) else model)
     # large weights are read once, int8 ones stay int8; the proto comes without external data
     mod, proto = import_compact(model if isinstance(model, onnx.ModelProto) else Path(model))
     inputs, outputs = _io_specs(proto, mod)
     del proto
+    if not rewrite:
+        return _compile_unrewritten(mod, tvm_target, inputs, outputs, model_info)
     log.info("[2/4] graph passes (target %s, scheme %s)", tvm_target.kind.name, scheme or "graph")
-    mod = run_graph_passes(mod, tvm_target, scheme_obj, Path(dump_dir) if dump_dir else None)
+    mod = run_graph_passes(
+        mod, tvm_target, scheme_obj, Path(dump_dir) if dump_dir else None, lm_head=lm_head
+    )
+    inputs, outputs, kv_cache = packed_kv_io(mod, inputs, outputs)  # packed KV cache I/O
     report = collect_report(mod)
     mod, params = lift_params(mod)
     # Rewriters (PyExprMutator) sit in reference cycles with the modules they rewrote, and so
     # keep their constants (GBs for 2B-class models) until the cycle collector runs.
     gc.collect()
     log.info("[3/4] building %d fused operators", len(report.layers))
-    executable = tvm.compile(mod, target=tvm_target, relax_pipeline=lowering_pipeline(tvm_target))
-    metadata: dict[str, Any] = {
+    executable = tvm.compile(
+        mod, target=tvm_target, relax_pipeline=lowering_pipeline(tvm_target, tuning_db)
+    )
+    log.info("[4/4] done in %.1f s", time.perf_counter() - start)
+    metadata = _metadata(tvm_target, scheme_obj, inputs, outputs, params, report, model_info)
+    if kv_cache is not None:
+        metadata["kv_cache"] = kv_cache.to_metadata()
+    metadata["lm_head"] = lm_head
+    # The lifted params are views of the module's constants; CompiledModel copies each into a
+    # runtime tensor.  Handing them over one at a time frees each constant once it is copied,
+    # so the weights are not held twice (3+ GB for 2B-class models).
+    return CompiledModel(executable, _ReleasedOnRead(params), metadata)
+
+
+def _compile_unrewritten(
+    mod: tvm.IRModule,
+    target: tvm.target.Target,
+    inputs: list[dict],
+    outputs: list[dict],
+    model_info: dict | None,
+) -> CompiledModel:
+    """``compile_model(..., rewrite=False)``: fold weights, lift them, TVM's default build."""
+    start = time.perf_counter()
+    log.info("[2/4] folding weight casts (no graph passes)")
+    with target:
+        mod = relax.transform.FoldConstant()(relax.transform.LegalizeOps()(mod))
+    mod, params = lift_params(mod)
+    gc.collect()
+    log.info("[3/4] building with TVM's default pipeline")
+    executable = tvm.compile(mod, target=target, relax_pipeline="default")
+    log.info("[4/4] done in %.1f s", time.perf_counter() - start)
+    metadata = _metadata(target, None, inputs, outputs, params, CompileReport(), model_info)
+    return CompiledModel(executable, _ReleasedOnRead(params), metadata)
+
+
+def _metadata(
+    tvm_target: tvm.target.Target,
+    scheme_obj: QuantScheme | None,
+    inputs: list[dict],
+    outputs: list[dict],
+    params: dict,
+    report: CompileReport,
+    model_info: dict | None,
+) -> dict[str, Any]:
+    return {
         "format_version": FORMAT_VERSION,
         "bitnet_tvm_version": _version(),
         "tvm_version": tvm.__version__,
@@ -108,11 +193,6 @@ def compile_model(
         "report": report.to_dict(),
         "model": dict(model_info) if model_info else None,
     }
-    log.info("[4/4] done in %.1f s", time.perf_counter() - start)
-    # The lifted params are views of the module's constants; CompiledModel copies each into a
-    # runtime tensor.  Handing them over one at a time frees each constant once it is copied,
-    # so the weights are not held twice (3+ GB for 2B-class models).
-    return CompiledModel(executable, _ReleasedOnRead(params), metadata)
 
 
 class _ReleasedOnRead(dict):

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,12 @@ class CompiledModel:
                 f"input_feed must have exactly the inputs {list(self._inputs)}; "
                 f"missing {missing}, unknown {unknown}"
             )
+        if self._vm is None and not self.device.exist:
+            raise BitnetError(
+                f"this model was compiled for {self.metadata.get('device')} (target "
+                f"{self.metadata.get('target')}), but this machine has no such device; "
+                "compile it for this machine (`bitnet-tvm compile ... --target llvm`)"
+            )
         dims: dict[str, int] = {}
         args = []
         for name in self._inputs:
@@ -187,18 +194,83 @@ def load(path: str | os.PathLike[str]) -> CompiledModel:
     Raises
     ------
     BitnetError
-        If a file is missing or the artifact has another format version.
+        If a file is missing or unreadable, or the artifact was built by another format version,
+        another TVM release, or for a CPU whose instructions this one lacks.
     """
     path = Path(path)
     for name in (_LIB, _PARAMS, _META):
         if not (path / name).is_file():
             raise BitnetError(f"{path} is not a bitnet-tvm artifact: {name} is missing")
-    metadata = json.loads((path / _META).read_text())
-    if metadata.get("format_version") != FORMAT_VERSION:
+    try:
+        metadata = json.loads((path / _META).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BitnetError(f"{path}: {_META} is unreadable ({err}); recompile the model") from None
+    if not isinstance(metadata, dict) or metadata.get("format_version") != FORMAT_VERSION:
+        found = metadata.get("format_version") if isinstance(metadata, dict) else None
         raise BitnetError(
-            f"{path}: artifact format {metadata.get('format_version')} is not the supported "
+            f"{path}: artifact format {found} is not the supported "
             f"{FORMAT_VERSION}; recompile it with this version of bitnet-tvm"
         )
-    lib = tvm.runtime.load_module(str(path / _LIB))
-    with np.load(path / _PARAMS) as params:
-        return CompiledModel(lib, dict(params), metadata)
+    _check_compatible(path, metadata)
+    try:
+        lib = tvm.runtime.load_module(str(path / _LIB))
+    except Exception as err:  # TVMError / OSError: a truncated or foreign library
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BitnetError(f"{path}: cannot load {_LIB} ({first}); recompile the model") from None
+    try:
+        with np.load(path / _PARAMS) as params:
+            return CompiledModel(lib, dict(params), metadata)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        raise BitnetError(f"{path}: {_PARAMS} is unreadable ({err}); recompile the model") from None
+
+
+# LLVM mcpu names our compiler picks (schedules.target.host_mcpu), least to most capable;
+# sapphirerapids and znver4 are the same AVX-512 level (Intel / AMD).
+_MCPU_LEVELS = {
+    "generic": 0,
+    "x86-64-v2": 1,
+    "x86-64-v3": 2,
+    "x86-64-v4": 3,
+    "icelake-server": 4,
+    "sapphirerapids": 5,
+    "znver4": 5,
+}
+
+
+def _host_mcpu() -> str | None:
+    """This CPU's mcpu as the compiler would choose it; None where that cannot be told (a
+    runtime-only TVM install has no ``tvm.target``)."""
+    try:
+        from bitnet_tvm.schedules.target import host_mcpu
+    except Exception:
+        return None
+    return host_mcpu()
+
+
+def _check_compatible(path: Path, metadata: dict) -> None:
+    """A clear error for an artifact built by another TVM release or for another CPU."""
+    built = str(metadata.get("tvm_version"))
+    if _release(built) != _release(tvm.__version__):
+        raise BitnetError(
+            f"{path}: built with TVM {built}, but this is TVM {tvm.__version__}; recompile it "
+            "with this installation (`bitnet-tvm compile`)"
+        )
+    try:
+        target = json.loads(metadata.get("target", ""))
+    except (TypeError, json.JSONDecodeError):
+        return  # an older or hand-made target string: nothing to compare
+    if not isinstance(target, dict) or target.get("kind") != "llvm":
+        return  # a GPU artifact: checked when its device is first used
+    want, host = target.get("mcpu", "generic"), _host_mcpu()
+    if host is None or want not in _MCPU_LEVELS:
+        return
+    if _MCPU_LEVELS[want] > _MCPU_LEVELS[host]:
+        raise BitnetError(
+            f"{path}: compiled for CPU {want!r}, whose instructions this CPU ({host!r}) lacks; "
+            "recompile it on this machine (`bitnet-tvm compile ... --target llvm`)"
+        )
+
+
+def _release(version: str) -> str:
+    """``major.minor.patch`` of a version string (``0.27.0.post1`` -> ``0.27.0``)."""
+    return ".".join(version.split("+")[0].split(".")[:3])

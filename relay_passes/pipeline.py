@@ -6,6 +6,7 @@ Phases (each a list, run in order; ``dump_dir`` writes the IR after each phase):
 2. ``bitlinear`` -- BitLinears become quantize + fused ternary matmul; shared quantizers are
                     merged; projections sharing an input are fused (QKV, gate/up + GLU);
                     RMSNorm is folded into the quantizer it feeds.
+   ``kv_cache``  -- a 3/4-bit KV cache is stored packed; attention reads it (fused kernel).
 3. ``legalize``  -- remaining Relax ops become TIR.  On CPU without FuseOps/FuseTIR, as TVM
                     0.27's own CPU build does: its FuseTIR fails in ``RenewDefs`` on our
                     decode graphs (past key/values), so elementwise ops stay unfused there.
@@ -27,14 +28,23 @@ from .fold_weights import FoldWeights
 from .fuse_bitlinear import FuseBitLinear, require_ternary
 from .fuse_norm_quantize import FuseNormQuantize
 from .fuse_projections import FuseProjections
+from .quantize_kv_cache import QuantizeKVCache
+from .quantize_lm_head import LM_HEAD_CHOICES, QuantizeLMHead, require_lm_head
 
 __all__ = ["graph_phases", "lowering_pipeline", "run_graph_passes"]
 
 
 def graph_phases(
-    target: tvm.target.Target, scheme: QuantScheme | None = None
+    target: tvm.target.Target, scheme: QuantScheme | None = None, lm_head: str = "fp32"
 ) -> list[tuple[str, list[tvm.transform.Pass]]]:
-    """Phases 1-2: the BitNet-specific rewrites, target-aware only through the weight layout."""
+    """Phases 1-2: the BitNet-specific rewrites, target-aware only through the weight layout.
+
+    ``lm_head="int8"`` adds :class:`QuantizeLMHead` before ``FuseNormQuantize`` (which then folds
+    the final RMSNorm into the head's quantizer).
+    """
+    if lm_head not in LM_HEAD_CHOICES:
+        raise ValueError(f"lm_head must be one of {LM_HEAD_CHOICES}, got {lm_head!r}")
+    head = [QuantizeLMHead()] if lm_head == "int8" else []
     return [
         ("fold", [FoldWeights()]),
         (
@@ -43,10 +53,12 @@ def graph_phases(
                 FuseBitLinear(target, scheme),
                 relax.transform.EliminateCommonSubexpr(),
                 FuseProjections(),
+                *head,
                 FuseNormQuantize(),
                 relax.transform.DeadCodeElimination(),
             ],
         ),
+        ("kv_cache", [QuantizeKVCache(scheme)]),
     ]
 
 
@@ -55,11 +67,14 @@ def run_graph_passes(
     target: tvm.target.Target,
     scheme: QuantScheme | None = None,
     dump_dir: Path | None = None,
+    lm_head: str = "fp32",
 ) -> tvm.IRModule:
     """Run phases 1-2 on ``mod``, optionally writing ``<dump_dir>/<n>_<phase>.py`` after each."""
-    for index, (name, passes) in enumerate(graph_phases(target, scheme), start=1):
+    for index, (name, passes) in enumerate(graph_phases(target, scheme, lm_head), start=1):
         if name == "bitlinear":
             require_ternary(mod, scheme)  # a clear ValueError, not an FFI RuntimeError
+            if lm_head == "int8":
+                require_lm_head(mod)
         mod = tvm.transform.Sequential(passes, name=f"bitnet.{name}")(mod)
         if dump_dir is not None:
             dump_dir.mkdir(parents=True, exist_ok=True)
@@ -89,8 +104,11 @@ def _legalize(target: tvm.target.Target, backend) -> list[tvm.transform.Pass]:
     return backend.legalize_passes(target)
 
 
-def lowering_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
-    """Phases 3-5 as one pass, for ``tvm.compile(..., relax_pipeline=...)``."""
+def lowering_pipeline(target: tvm.target.Target, tuning_db=None) -> tvm.transform.Pass:
+    """Phases 3-5 as one pass, for ``tvm.compile(..., relax_pipeline=...)``.
+
+    ``tuning_db`` (a directory or a ``TuningDatabase``) gives phase 4 tuned schedules.
+    """
     backend = _backend(target)
 
     @tvm.transform.module_pass(opt_level=0, name="bitnet.lowering")
@@ -99,7 +117,7 @@ def lowering_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
             seq = tvm.transform.Sequential(
                 backend.library_dispatch_passes(target)
                 + _legalize(target, backend)
-                + schedule_passes(target)
+                + schedule_passes(target, tuning_db)
                 + backend.dataflow_lower_passes(target)
                 + backend.finalize_passes(target)
             )

@@ -1,0 +1,131 @@
+"""What ``tune`` did: per task default and tuned time, and the summary table."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["TaskResult", "TuneReport"]
+
+
+def _us(secs: float | None) -> float | None:
+    return None if secs is None or not math.isfinite(secs) else secs * 1e6
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """One operator x bucket (x structural knobs) task.
+
+    Attributes
+    ----------
+    kernel : str
+        Operator and shape (``ternary_int8_matmul n=.. k=..``).
+    names : list of str
+        The model's functions running this operator.
+    bucket : str
+        Bucket name and M range; ``m`` is the M measured.
+    rule : str
+        The rule scheduling it (None: no rule of ours claims it).
+    default_us, tuned_us : float or None
+        Measured times (mean of the repeats); None when not measured (nothing to tune).
+    knobs : dict or None
+        The tuned knobs.
+    cached : bool
+        Taken from the database (no work done).
+    """
+
+    kernel: str
+    names: list[str]
+    bucket: str
+    m: int
+    rule: str | None
+    default_us: float | None
+    tuned_us: float | None
+    knobs: dict | None
+    cached: bool
+    fixed: dict = field(default_factory=dict)
+
+    @property
+    def speedup(self) -> float | None:
+        """Default time over tuned time."""
+        if self.default_us is None or self.tuned_us is None or self.tuned_us <= 0:
+            return None
+        return self.default_us / self.tuned_us
+
+    @classmethod
+    def of(cls, task: Any, default_secs, tuned_secs, knobs, cached: bool) -> TaskResult:
+        """From a tuner task (see :mod:`~.tuner`)."""
+        fixed = {k: repr(v) for k, v in task.space.fixed.items()} if task.space else {}
+        return cls(
+            kernel=task.workload.describe(),
+            names=list(task.workload.names),
+            bucket=f"{task.bucket.name} ({task.bucket.label()})",
+            m=task.bucket.tune_m,
+            rule=type(task.rule).__name__ if task.rule is not None else None,
+            default_us=_us(default_secs),
+            tuned_us=_us(tuned_secs),
+            knobs=_knob_dict(knobs),
+            cached=cached,
+            fixed=fixed,
+        )
+
+    def to_dict(self) -> dict:
+        """JSON-able form (with ``speedup``)."""
+        return {**dataclasses.asdict(self), "speedup": self.speedup}
+
+
+def _knob_dict(knobs: Any) -> dict | None:
+    if knobs is None:
+        return None
+    if dataclasses.is_dataclass(knobs):
+        return {f.name: repr(getattr(knobs, f.name)) for f in dataclasses.fields(knobs)}
+    return {"value": repr(knobs)}
+
+
+@dataclass(frozen=True)
+class TuneReport:
+    """The result of :func:`bitnet_tvm.tune`; ``str()`` is the per-kernel summary table."""
+
+    target: str
+    database: str
+    where: str
+    cost_model: str
+    trials: int
+    seconds: float
+    tasks: list[TaskResult]
+    tuned_now: int
+
+    def to_dict(self) -> dict:
+        """JSON-able form."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["tasks"] = [t.to_dict() for t in self.tasks]
+        return out
+
+    def __str__(self) -> str:
+        head = (
+            f"{'kernel':<42} {'bucket':<18} {'rule':<14} {'default µs':>11} {'tuned µs':>10} "
+            f"{'speedup':>8}"
+        )
+        lines = [head, "-" * len(head)]
+        for t in self.tasks:
+            default = f"{t.default_us:11.1f}" if t.default_us is not None else f"{'-':>11}"
+            tuned = f"{t.tuned_us:10.1f}" if t.tuned_us is not None else f"{'-':>10}"
+            speedup = f"{t.speedup:7.2f}x" if t.speedup is not None else f"{'-':>8}"
+            note = (
+                " (cached)"
+                if t.cached
+                else ("" if t.tuned_us is not None else " (nothing to tune)")
+            )
+            lines.append(
+                f"{t.kernel:<42.42} {t.bucket:<18} {t.rule or 'none':<14.14} {default} {tuned} "
+                f"{speedup}{note}"
+            )
+        lines.append(
+            f"{self.tuned_now} task(s) tuned, {sum(t.cached for t in self.tasks)} from the "
+            "database, "
+            f"{self.seconds:.1f} s; target {self.target}; measured {self.where}; cost model "
+            f"{self.cost_model}; database {self.database}"
+        )
+        return "\n".join(lines)
