@@ -11,6 +11,7 @@ TVM runtime is installed.  An artifact is a directory written atomically::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -30,6 +31,7 @@ __all__ = ["FORMAT_VERSION", "CompiledModel", "load"]
 
 FORMAT_VERSION = 1
 _LIB, _PARAMS, _META = "model.so", "params.npz", "metadata.json"
+log = logging.getLogger(__name__)
 
 
 class CompiledModel:
@@ -173,6 +175,8 @@ class CompiledModel:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
             self._executable.export_library(str(tmp / _LIB))
+            if self.metadata.get("device") == "cuda":
+                _embed_cubins(tmp, self._executable, self.metadata)
             params = self._host_params or {
                 name: t.numpy()
                 for name, t in zip(self.metadata["params"], self._params, strict=True)
@@ -212,6 +216,8 @@ def load(path: str | os.PathLike[str]) -> CompiledModel:
             f"{FORMAT_VERSION}; recompile it with this version of bitnet-tvm"
         )
     _check_compatible(path, metadata)
+    if metadata.get("device") == "cuda":
+        _serve_cubins(path)
     try:
         lib = tvm.runtime.load_module(str(path / _LIB))
     except Exception as err:  # TVMError / OSError: a truncated or foreign library
@@ -245,6 +251,33 @@ def _host_mcpu() -> str | None:
     except Exception:
         return None
     return host_mcpu()
+
+
+def _embed_cubins(folder: Path, executable: Any, metadata: dict) -> None:
+    """Ship the CUDA kernels compiled ahead of time (our exact-math nvcc flags) for the
+    target's arch; without nvcc the artifact falls back to the runtime's JIT at load."""
+    from bitnet_tvm.cuda_aot import embed_cubins
+
+    target = json.loads(metadata["target"])
+    try:
+        embed_cubins(folder, executable, (str(target.get("arch", "sm_90")),))
+    except FileNotFoundError as err:  # no nvcc here
+        log.warning("%s: CUDA kernels not compiled ahead of time (%s)", folder.name, err)
+
+
+def _serve_cubins(path: Path) -> None:
+    """Serve the artifact's ahead-of-time cubins to the CUDA runtime, if it has them and the
+    GPU is of their arch (else the runtime compiles the kernels' source as usual)."""
+    from bitnet_tvm.cuda_aot import AOT_DIR, install_aot_kernels
+
+    device = tvm.cuda(0)
+    if not (path / AOT_DIR).is_dir() or not device.exist:
+        return
+    arch = "sm_" + device.compute_version.replace(".", "")
+    try:
+        install_aot_kernels(path, arch)
+    except ValueError as err:  # compiled for another arch
+        log.warning("%s: %s; the CUDA runtime compiles the kernels instead", path, err)
 
 
 def _check_compatible(path: Path, metadata: dict) -> None:

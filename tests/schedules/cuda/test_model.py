@@ -85,10 +85,13 @@ def test_model_builds_for_cuda(built):
     assert "__dp4a(" in source  # the dense GEMVs took the dp4a path
 
 
-def test_model_saves_without_a_gpu(built, tmp_path):
+def test_model_saves_without_a_gpu(built, nvcc, tmp_path):
     path = built.save(tmp_path / "cuda_artifact")
     assert (path / "model.so").stat().st_size > 0
     assert json.loads((path / "metadata.json").read_text())["device"] == "cuda"
+    # save() compiled the kernels ahead of time for the target's arch (sm_90 by default)
+    manifest = json.loads((path / "cuda" / "kernels.json").read_text())
+    assert manifest["archs"] == ["sm_90"]
 
 
 def test_every_primfunc_of_the_model_runs_on_gpu_threads(built, scheduled):
