@@ -1,4 +1,4 @@
-"""Fixtures of the CPU rule tests for TVM-legalized (non-bitnet) PrimFuncs."""
+"""Fixtures of the CPU rule tests: thread counts, and TVM-legalized (non-bitnet) PrimFuncs."""
 
 from __future__ import annotations
 
@@ -10,6 +10,15 @@ import tvm
 from tvm import relax
 
 CPU = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 2})
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    """Run the test on a TVM thread pool of 1, then 2 workers (restored to 2 afterwards)."""
+    config = tvm.get_global_func("runtime.config_threadpool")
+    config(0, request.param)
+    yield request.param
+    config(0, 2)
 
 
 def legalize(op: Callable, *params: tuple[list, str]) -> tvm.tirx.PrimFunc:

@@ -9,14 +9,6 @@ from bitnet_tvm.schedules.cpu import Int8Matmul, Int8MatmulKnobs, cpu_rules
 from bitnet_tvm.schedules.operators.int8_matmul import int8_matmul
 
 
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    config = tvm.get_global_func("runtime.config_threadpool")
-    config(0, request.param)
-    yield request.param
-    config(0, 2)
-
-
 @pytest.mark.parametrize(
     "n, k, knobs",
     [

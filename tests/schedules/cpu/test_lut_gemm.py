@@ -41,14 +41,6 @@ def _int4(n, k, m_hint=128, layout="2bit"):
     return ternary_matmul(n, k, act_bits=4, layout=layout).with_attr(attrs.M_HINT, m_hint)
 
 
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    config = tvm.get_global_func("runtime.config_threadpool")
-    config(0, request.param)
-    yield request.param
-    config(0, 2)
-
-
 # ------------------------------------------------------------------ selection (golden)
 @pytest.mark.parametrize("target", [VBMI, ICELAKE], ids=["znver4", "icelake"])
 @pytest.mark.parametrize("layout", ["2bit", "2bit_vnni"])

@@ -32,14 +32,6 @@ CPU = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 2})
 CUDA = tvm.target.Target({"kind": "cuda", "arch": "sm_90"})
 
 
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    config = tvm.get_global_func("runtime.config_threadpool")
-    config(0, request.param)
-    yield request.param
-    config(0, 2)
-
-
 def _compile(func):
     """Schedule with all CPU rules (must take ``func``) and build."""
     mod = tvm.IRModule({"main": func})

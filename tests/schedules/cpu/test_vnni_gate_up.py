@@ -27,14 +27,6 @@ HOST_HAS_VNNI = {"avx512_vnni", "avx512bw", "avx512f"} <= cpu_flags()[1]
 needs_vnni = pytest.mark.skipif(not HOST_HAS_VNNI, reason="host CPU lacks AVX-512 VNNI")
 
 
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    config = tvm.get_global_func("runtime.config_threadpool")
-    config(0, request.param)
-    yield request.param
-    config(0, 2)
-
-
 @pytest.mark.parametrize(
     "target, func",
     [
