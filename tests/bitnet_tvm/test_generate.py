@@ -20,7 +20,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 import bitnet_tvm
 from bitnet_tvm.errors import BitnetError
@@ -66,29 +65,11 @@ def generator(compiled) -> Generator:
     return Generator(compiled["a4.8"])
 
 
-def _prompts(batch: int, seq: int = 6, seed: int = 2) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (2, seq))[:batch].astype(np.int64)
-
-
-@torch.no_grad()
-def _torch_greedy(model: BitNetForCausalLM, ids: np.ndarray, steps: int):
-    """Greedy tokens of the PyTorch model (past_key_values), and the smallest top-2 margin."""
-    x, past, tokens, margin = torch.from_numpy(ids), None, [], np.inf
-    for _ in range(steps):
-        logits, past = model(x, past)
-        last = logits[:, -1].numpy()
-        top2 = np.sort(last, axis=-1)[:, -2:]
-        margin = min(margin, float((top2[:, 1] - top2[:, 0]).min()))
-        tokens.append(np.argmax(last, axis=-1))
-        x = torch.from_numpy(tokens[-1][:, None])
-    return np.stack(tokens, axis=1), margin
-
-
 @pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("batch", [1, 2])
-def test_greedy_matches_pytorch_token_for_token(compiled, scheme, batch):
-    ids = _prompts(batch)
-    want, margin = _torch_greedy(_torch_model(scheme), ids, STEPS)
+def test_greedy_matches_pytorch_token_for_token(compiled, scheme, batch, prompts, torch_greedy):
+    ids = prompts(batch)
+    want, margin = torch_greedy(_torch_model(scheme), ids, STEPS)
     assert margin > MIN_MARGIN, f"near tie (top-2 margin {margin:.2g}): pick other prompts"
     result = Generator(compiled[scheme]).generate(ids, max_new_tokens=STEPS)
     np.testing.assert_array_equal(result.tokens, want)
@@ -99,29 +80,29 @@ def test_greedy_matches_pytorch_token_for_token(compiled, scheme, batch):
     assert result.decode_tokens_per_second > 0
 
 
-def test_batch_rows_are_independent(generator):
-    both = generator.generate(_prompts(2), max_new_tokens=8, temperature=0.0).tokens
+def test_batch_rows_are_independent(generator, prompts):
+    both = generator.generate(prompts(2), max_new_tokens=8, temperature=0.0).tokens
     for row in range(2):
-        alone = generator.generate(_prompts(2)[row], max_new_tokens=8).tokens
+        alone = generator.generate(prompts(2)[row], max_new_tokens=8).tokens
         np.testing.assert_array_equal(alone[0], both[row])
 
 
-def test_last_logits_copies_the_last_position(generator):
-    ids = _prompts(2, seq=7)
+def test_last_logits_copies_the_last_position(generator, prompts):
+    ids = prompts(2, seq=7)
     out = generator._forward(ids, generator._empty_cache(2))
     np.testing.assert_array_equal(_last_logits(out[0]), out[0].numpy()[:, -1])
 
 
 @pytest.mark.parametrize("top_p", [0.0, 1e-9])
-def test_top_p_to_zero_is_greedy(generator, top_p):
-    ids = _prompts(2)
+def test_top_p_to_zero_is_greedy(generator, top_p, prompts):
+    ids = prompts(2)
     greedy = generator.generate(ids, max_new_tokens=STEPS).tokens
     sampled = generator.generate(ids, max_new_tokens=STEPS, temperature=1.0, top_p=top_p, seed=5)
     np.testing.assert_array_equal(sampled.tokens, greedy)
 
 
-def test_sampling_is_reproducible_with_a_seed(generator):
-    ids = _prompts(2)
+def test_sampling_is_reproducible_with_a_seed(generator, prompts):
+    ids = prompts(2)
     settings = {"max_new_tokens": STEPS, "temperature": 0.9, "top_p": 0.95}
     first = generator.generate(ids, seed=7, **settings).tokens
     np.testing.assert_array_equal(generator.generate(ids, seed=7, **settings).tokens, first)
@@ -150,8 +131,8 @@ def test_sample_next_keeps_the_nucleus_and_its_proportions():
     assert np.mean(cold == 1) > 0.9
 
 
-def test_stop_tokens_finish_rows(generator):
-    ids = _prompts(2)
+def test_stop_tokens_finish_rows(generator, prompts):
+    ids = prompts(2)
     free = generator.generate(ids, max_new_tokens=STEPS).tokens
     stop = int(free[0, 3])
     first = int(np.argmax(free[0] == stop))  # where row 0 first produces it
@@ -167,8 +148,8 @@ def test_stop_tokens_finish_rows(generator):
     assert both.finished.all() and both.tokens.shape[1] == max(both.lengths) <= 2
 
 
-def test_streaming_yields_the_same_tokens(generator):
-    ids = _prompts(2)
+def test_streaming_yields_the_same_tokens(generator, prompts):
+    ids = prompts(2)
     settings = {"max_new_tokens": 6, "temperature": 0.8, "top_p": 0.9, "seed": 3}
     steps = list(generator.stream(ids, **settings))
     assert [s.index for s in steps] == list(range(6))

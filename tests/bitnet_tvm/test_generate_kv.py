@@ -44,23 +44,6 @@ def compiled(tmp_path_factory) -> dict[str, bitnet_tvm.CompiledModel]:
     }
 
 
-def _prompts(batch: int, seq: int = 6, seed: int = 2) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (2, seq))[:batch].astype(np.int64)
-
-
-@torch.no_grad()
-def _torch_greedy(model: BitNetForCausalLM, ids: np.ndarray, steps: int):
-    x, past, tokens, margin = torch.from_numpy(ids), None, [], np.inf
-    for _ in range(steps):
-        logits, past = model(x, past)
-        last = logits[:, -1].numpy()
-        top2 = np.sort(last, axis=-1)[:, -2:]
-        margin = min(margin, float((top2[:, 1] - top2[:, 0]).min()))
-        tokens.append(np.argmax(last, axis=-1))
-        x = torch.from_numpy(tokens[-1][:, None])
-    return np.stack(tokens, axis=1), margin
-
-
 def _cache(outputs: list, index: int, info: dict) -> tuple[np.ndarray, np.ndarray]:
     """Integer codes and float32 values of cache tensor ``index`` (0 = key.0, 1 = value.0...)."""
     per = 3 if info["bos_bits"] else 2
@@ -104,17 +87,17 @@ def test_artifact_describes_the_packed_cache(compiled, scheme):
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_greedy_matches_pytorch_token_for_token(compiled, scheme):
+def test_greedy_matches_pytorch_token_for_token(compiled, scheme, prompts, torch_greedy):
     """Batch 2 (each row has its own cache rows, codes and scales)."""
-    ids = _prompts(2)
-    want, margin = _torch_greedy(_torch_model(scheme), ids, STEPS)
+    ids = prompts(2)
+    want, margin = torch_greedy(_torch_model(scheme), ids, STEPS)
     assert margin > MIN_MARGIN, f"near tie (top-2 margin {margin:.2g}): pick other prompts"
     result = Generator(compiled[scheme]).generate(ids, max_new_tokens=STEPS)
     np.testing.assert_array_equal(result.tokens, want)
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_cache_and_logits_equal_the_fake_quant_model(compiled, scheme):
+def test_cache_and_logits_equal_the_fake_quant_model(compiled, scheme, prompts):
     """Prefill then one decode step: the packed cache holds PyTorch's codes, exactly.
 
     The scales differ from PyTorch's by float rounding upstream (K after RoPE is computed in
@@ -124,7 +107,7 @@ def test_cache_and_logits_equal_the_fake_quant_model(compiled, scheme):
     cm, model = compiled[scheme], _torch_model(scheme)
     info = cm.metadata["kv_cache"]
     gen = Generator(cm)
-    ids = _prompts(2)
+    ids = prompts(2)
     outputs = gen._forward(ids, gen._empty_cache(2))
     nxt = np.array([[3], [7]], np.int64)
     outputs2 = gen._forward(nxt, gen._next_cache(outputs))
