@@ -68,6 +68,7 @@ __all__ = [
     "quantize_weights_int8_rows",
     "quantize_weights_ternary",
     "rmsnorm",
+    "ternary_gate_up",
     "ternary_matmul",
     "topk_count",
     "topk_sparsify",
@@ -360,6 +361,38 @@ def ternary_matmul(
             f"alpha must be a scalar or have shape [{q_w.shape[0]}], got {alpha.shape}"
         )
     return ((acc * act_scale) * alpha).astype(_F32)
+
+
+def ternary_gate_up(
+    q_act: np.ndarray, act_scale: np.ndarray, q_w: np.ndarray, alpha: np.ndarray
+) -> np.ndarray:
+    """Fused gate/up projection with the ReLU² GLU: ``(relu(g) * relu(g)) * u``.
+
+    Parameters
+    ----------
+    q_act : ndarray of int8, shape ``[..., K]``
+        Activation codes (shared by both projections).
+    act_scale : ndarray of float32, shape ``[..., 1]``
+        Per-token dequantization scale.
+    q_w : ndarray of int8, shape ``[2I, K]``
+        Ternary codes: the ``I`` gate rows, then the ``I`` up rows.
+    alpha : ndarray of float32, shape ``[2I]``
+        Per-row weight scales, in the same order.
+
+    Returns
+    -------
+    ndarray of float32, shape ``[..., I]``
+        ``g`` and ``u`` are :func:`ternary_matmul` of each half, multiplied in this order.
+    """
+    rows = np.shape(q_w)[0]
+    if rows % 2:
+        raise ValueError(f"q_w must hold gate and up rows (an even count), got {rows}")
+    i = rows // 2
+    alpha = np.asarray(alpha, dtype=_F32)
+    g = ternary_matmul(q_act, act_scale, q_w[:i], alpha[:i])
+    u = ternary_matmul(q_act, act_scale, q_w[i:], alpha[i:])
+    r = np.maximum(g, _F32(0))
+    return (r * r) * u
 
 
 def bitlinear(

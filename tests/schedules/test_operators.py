@@ -34,15 +34,6 @@ def _act(rng, m, k, bits, zero_frac=0.0):
     return x_q, rng.random((m, 1)).astype(np.float32) + np.float32(0.01)
 
 
-def gate_up_reference(x_q, x_scale, q_w, alpha):
-    """h = (relu(g) * relu(g)) * u with g, u from reference.ternary_matmul (the kernel's order)."""
-    i = q_w.shape[0] // 2
-    g = reference.ternary_matmul(x_q, x_scale, q_w[:i], alpha[:i])
-    u = reference.ternary_matmul(x_q, x_scale, q_w[i:], alpha[i:])
-    r = np.maximum(g, np.float32(0))
-    return (r * r) * u
-
-
 @pytest.mark.parametrize("layout", list(WeightLayout))
 @pytest.mark.parametrize("act_bits", [4, 8])
 def test_ternary_matmul(layout, act_bits):
@@ -71,7 +62,7 @@ def test_gate_up(layout):
     alpha = rng.random(2 * N).astype(np.float32)
     for m in (1, 17):
         x_q, x_s = _act(rng, m, K, 4)
-        want = gate_up_reference(x_q, x_s, q_w, alpha)
+        want = reference.ternary_gate_up(x_q, x_s, q_w, alpha)
         assert 0.2 < np.mean(want == 0) < 0.8  # both branches of the gate are exercised
         got = _call(ex, [x_q, x_s, pack_weight(q_w, layout), alpha], (m, N))
         assert np.array_equal(got, want)

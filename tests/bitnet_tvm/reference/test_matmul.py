@@ -148,3 +148,19 @@ def test_rmsnorm_matches_float64(x, with_weight):
         for k in range(d):
             want = float(row[k]) * inv * (float(weight[k]) if with_weight else 1.0)
             assert math.isclose(float(yrow[k]), want, rel_tol=1e-5, abs_tol=1e-6)
+
+
+def test_ternary_gate_up_is_the_relu2_glu_of_both_halves():
+    rng = np.random.default_rng(0)
+    x_q = rng.integers(-8, 8, (3, 40)).astype(np.int8)
+    x_s = rng.random((3, 1)).astype(F32) + F32(0.01)
+    q_w = rng.integers(-1, 2, (2 * 7, 40)).astype(np.int8)
+    alpha = rng.random(14).astype(F32)
+    h = ref.ternary_gate_up(x_q, x_s, q_w, alpha)
+    g = x_q.astype(np.float64) @ q_w[:7].T.astype(np.float64) * x_s * alpha[:7]
+    u = x_q.astype(np.float64) @ q_w[7:].T.astype(np.float64) * x_s * alpha[7:]
+    assert h.dtype == np.float32 and h.shape == (3, 7)
+    np.testing.assert_allclose(h, np.maximum(g, 0) ** 2 * u, rtol=1e-5, atol=1e-6)
+    assert (h[g <= 0] == 0).all()  # rows whose gate is not positive contribute nothing
+    with pytest.raises(ValueError, match="even count"):
+        ref.ternary_gate_up(x_q, x_s, q_w[:13], alpha[:13])

@@ -144,13 +144,8 @@ def test_gemv_loop_nest_matches_reference(cuda, name):
     for m in (1, 3):
         x_q, x_s = _act(rng, m, k)
         got = _run_cpu(sch, [x_q, x_s, w, alpha], (m, n))
-        if gate_up:
-            g = reference.ternary_matmul(x_q, x_s, q_w[:n], alpha[:n])
-            u = reference.ternary_matmul(x_q, x_s, q_w[n:], alpha[n:])
-            r = np.maximum(g, np.float32(0))
-            want = (r * r) * u
-        else:
-            want = reference.ternary_matmul(x_q, x_s, q_w, alpha)
+        matmul = reference.ternary_gate_up if gate_up else reference.ternary_matmul
+        want = matmul(x_q, x_s, q_w, alpha)
         assert np.array_equal(got, want)
 
 
