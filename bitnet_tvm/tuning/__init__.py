@@ -8,6 +8,8 @@ token-count bucket and stores the results in a persistent database that
 - :mod:`~.workloads`  -- distinct operators of a model, per-bucket instances;
 - :mod:`~.space`      -- a rule's knob space as a MetaSchedule ``ScheduleFn``;
 - :mod:`~.database`   -- the persistent JSON database (validation, atomic writes);
+- :mod:`~.manifest`   -- what a finished ``tune`` found, so a rerun answers without planning;
+- :mod:`~.roof`       -- a tuned kernel's % of the roofline and the tuning goal;
 - :mod:`~.rpc`        -- builder/runner, local or over a TVM RPC tracker;
 - :mod:`~.tuner`      -- ``tune`` itself; :mod:`~.report` its summary;
 - :mod:`~.apply`, :mod:`~.stitch` -- the compiler's side (per-bucket variants, M dispatch);

@@ -9,12 +9,14 @@ For every PrimFunc with a ``bitnet.op`` attribute that a rule of the target clai
 
 A variant uses the fastest record of the tuning database for its (bucket instance, target)
 when there is one and its decisions fit the rule's current knob space (else a warning and the
-defaults), the rule's default knobs otherwise.  Rules that still override ``apply`` run as
-they are (with the bucket's ``m_hint``).
+defaults), the rule's default knobs otherwise.  A tuned variant carries its knobs in the
+:data:`TUNED` attribute, and the pass logs (INFO) how many variants use tuned records.
+Rules that still override ``apply`` run as they are (with the bucket's ``m_hint``).
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import tvm
@@ -28,7 +30,12 @@ from bitnet_tvm.tuning.space import knob_spaces, pick_rule, tunable
 from bitnet_tvm.tuning.stitch import stitch
 from bitnet_tvm.tuning.workloads import hinted, instance_module, symbolic_m
 
-__all__ = ["best_knobs", "bucket_dispatch", "schedule_variant"]
+__all__ = ["TUNED", "best_knobs", "bucket_dispatch", "schedule_variant"]
+
+log = logging.getLogger(__name__)
+
+#: PrimFunc attribute of a variant scheduled with a database record: the tuned knobs (repr).
+TUNED = "bitnet.tuned_knobs"
 
 
 def best_knobs(rule, func: tirx.PrimFunc, bucket: Bucket, target: Target, db: TuningDatabase):
@@ -71,6 +78,12 @@ def schedule_variant(
     else:
         found = best_knobs(rule, func, bucket, target, db) if db is not None else None
         sch = rule.schedule_with(func, found[0] if found else rule.knobs)
+        if found is not None:
+            return _scheduled(sch).with_attr(TUNED, repr(found[0]))
+    return _scheduled(sch)
+
+
+def _scheduled(sch) -> tirx.PrimFunc:
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
 
 
@@ -92,6 +105,7 @@ def bucket_dispatch(
     @tvm.transform.module_pass(opt_level=0, name="bitnet.bucket_dispatch")
     def _pass(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         updates = {}
+        used = [0, 0]  # variants scheduled from a database record, variants in all
         for gv, func in mod.functions_items():
             if not isinstance(func, tirx.PrimFunc) or attrs.get_op(func) is None:
                 continue
@@ -103,8 +117,16 @@ def bucket_dispatch(
                 if variant is None:
                     break
                 variants.append((bucket, variant))
+                used[0] += bool(variant.attrs is not None and TUNED in variant.attrs)
+                used[1] += 1
             else:  # every bucket scheduled (a rule claims the operator)
                 updates[gv] = stitch(func, variants)
+        if db is not None:
+            log.info(
+                "tuning database %s: %d of %d operator variants use tuned records",
+                db.directory,
+                *used,
+            )
         if not updates:
             return mod
         mod = mod.clone()  # a pass must not change its input module

@@ -43,6 +43,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     tune.add_argument("--scheme", default=None, help="re-quantize with this scheme (as compile)")
     tune.add_argument("--json", action="store_true", help="print the report as JSON")
     tune.add_argument("--seed", type=int, default=0, help="seed of the search")
+    tune.add_argument(
+        "--no-roofline",
+        dest="roofline",
+        action="store_false",
+        help="skip the roofline column (measuring the roofs takes ~5 s the first time)",
+    )
     tune.set_defaults(func=run)
     return tune
 
@@ -63,5 +69,6 @@ def run(args: argparse.Namespace) -> dict | str:
         scheme=args.scheme,
         progress=sys.stderr.isatty(),
         seed=args.seed,
+        roofline=args.roofline,
     )
     return report.to_dict() if args.json else str(report)

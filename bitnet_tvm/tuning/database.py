@@ -34,7 +34,7 @@ from tvm.s_tir import meta_schedule as ms
 
 from bitnet_tvm.atomic import atomic_open
 
-__all__ = ["TuningDatabase", "TuningDatabaseWarning", "default_db_dir"]
+__all__ = ["TuningDatabase", "TuningDatabaseWarning", "default_db_dir", "stored_workloads"]
 
 FORMAT = "bitnet-tvm-tuning"
 VERSION = 1
@@ -87,17 +87,7 @@ class TuningDatabase:
         marker, workloads, records = (self.directory / n for n in (MARKER, WORKLOADS, RECORDS))
         if not workloads.exists() and not records.exists():
             return
-        if not marker.exists():
-            self._warn(marker, "missing: these database files were not written by bitnet-tvm")
-            return
-        try:
-            meta = json.loads(marker.read_text())
-            if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-                raise ValueError(f"format {meta.get('format')!r} version {meta.get('version')!r}")
-        except (OSError, ValueError, AttributeError) as err:
-            self._warn(marker, f"not a {FORMAT} v{VERSION} marker ({err})")
-            return
-        problem = _check_lines(workloads, records)
+        problem = _marker_problem(marker) or _check_lines(workloads, records)
         if problem is not None:
             self._warn(*problem)
             return
@@ -208,8 +198,35 @@ def _register_missing_intrinsic(message: str) -> bool:
     return True
 
 
-def _check_lines(workloads: Path, records: Path) -> tuple[Path, str] | None:
-    """``(file, problem)`` for the first line MetaSchedule could not take, or None."""
+def stored_workloads(directory: str | os.PathLike[str]) -> set[str] | None:
+    """Structural hashes of the workloads a sound database in ``directory`` holds, or None when
+    it is missing or would be ignored (a quick check: the records are not loaded)."""
+    directory = Path(directory)
+    hashes: set[str] = set()
+    names = (directory / MARKER, directory / WORKLOADS, directory / RECORDS)
+    if _marker_problem(names[0]) or _check_lines(*names[1:], hashes=hashes):
+        return None
+    return hashes
+
+
+def _marker_problem(marker: Path) -> tuple[Path, str] | None:
+    """``(file, problem)`` when ``marker`` is not our marker file, or None."""
+    if not marker.exists():
+        return marker, "missing: these database files were not written by bitnet-tvm"
+    try:
+        meta = json.loads(marker.read_text())
+        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+            raise ValueError(f"format {meta.get('format')!r} version {meta.get('version')!r}")
+    except (OSError, ValueError, AttributeError) as err:
+        return marker, f"not a {FORMAT} v{VERSION} marker ({err})"
+    return None
+
+
+def _check_lines(
+    workloads: Path, records: Path, hashes: set[str] | None = None
+) -> tuple[Path, str] | None:
+    """``(file, problem)`` for the first line MetaSchedule could not take, or None; the
+    workloads' structural hashes go to ``hashes`` when given."""
     count = 0
     for path, check in ((workloads, _workload_line), (records, _record_line)):
         if not path.exists():
@@ -222,11 +239,14 @@ def _check_lines(workloads: Path, records: Path) -> tuple[Path, str] | None:
             if not line.strip():
                 continue
             try:
-                check(json.loads(line), count)
+                value = json.loads(line)
+                check(value, count)
             except ValueError as err:
                 return path, f"line {number}: {err}"
             if path == workloads:
                 count += 1
+                if hashes is not None:
+                    hashes.add(value[0])
     return None
 
 

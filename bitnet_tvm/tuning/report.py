@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from bitnet_tvm.tuning.roof import GOAL_PCT, GOAL_SPEEDUP
+
 __all__ = ["TaskResult", "TuneReport"]
 
 
@@ -34,6 +36,19 @@ class TaskResult:
         The tuned knobs.
     cached : bool
         Taken from the database (no work done).
+    fixed : dict
+        The structural knobs of the tuned workload.
+    cold_us : float or None
+        The tuned kernel with the CPU caches flushed before each run (DRAM-bound kernels: the
+        roofline % is taken from it).
+    bytes, ops : int or None
+        Bytes the instance moves at least and its int8 operations (see :mod:`~.roof`).
+    roofline_pct : float or None
+        Roofline time over the tuned time, in % (None: roofs not measured, e.g. over RPC).
+    bound : str or None
+        The roof that bounds it: ``"dram"`` (read bandwidth) or ``"int8"`` (peak vpdpbusd).
+    meets : bool or None
+        Tuned >= 1.1x the default or >= 90 % of the roofline (None: not measured).
     """
 
     kernel: str
@@ -46,6 +61,12 @@ class TaskResult:
     knobs: dict | None
     cached: bool
     fixed: dict = field(default_factory=dict)
+    cold_us: float | None = None
+    bytes: int | None = None
+    ops: int | None = None
+    roofline_pct: float | None = None
+    bound: str | None = None
+    meets: bool | None = None
 
     @property
     def speedup(self) -> float | None:
@@ -75,6 +96,13 @@ class TaskResult:
         """JSON-able form (with ``speedup``)."""
         return {**dataclasses.asdict(self), "speedup": self.speedup}
 
+    @classmethod
+    def from_dict(cls, data: dict, cached: bool | None = None) -> TaskResult:
+        """Inverse of :meth:`to_dict` (``cached`` overrides the stored flag when given)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        row = cls(**{k: v for k, v in data.items() if k in names})
+        return row if cached is None else dataclasses.replace(row, cached=cached)
+
 
 def _knob_dict(knobs: Any) -> dict | None:
     if knobs is None:
@@ -96,6 +124,7 @@ class TuneReport:
     seconds: float
     tasks: list[TaskResult]
     tuned_now: int
+    roofs: dict | None = None
 
     def to_dict(self) -> dict:
         """JSON-able form."""
@@ -106,7 +135,7 @@ class TuneReport:
     def __str__(self) -> str:
         head = (
             f"{'kernel':<42} {'bucket':<18} {'rule':<14} {'default µs':>11} {'tuned µs':>10} "
-            f"{'speedup':>8}"
+            f"{'speedup':>8} {'cold µs':>9} {'roof %':>7} {'goal':>4}"
         )
         lines = [head, "-" * len(head)]
         for t in self.tasks:
@@ -118,9 +147,14 @@ class TuneReport:
                 if t.cached
                 else ("" if t.tuned_us is not None else " (nothing to tune)")
             )
+            cold = f"{t.cold_us:9.1f}" if t.cold_us is not None else f"{'-':>9}"
+            roof = (
+                f"{t.roofline_pct:5.0f} {t.bound[0]}" if t.roofline_pct is not None else f"{'-':>7}"
+            )
+            goal = {True: "yes", False: "NO", None: "-"}[t.meets]
             lines.append(
                 f"{t.kernel:<42.42} {t.bucket:<18} {t.rule or 'none':<14.14} {default} {tuned} "
-                f"{speedup}{note}"
+                f"{speedup} {cold} {roof} {goal:>4}{note}"
             )
         lines.append(
             f"{self.tuned_now} task(s) tuned, {sum(t.cached for t in self.tasks)} from the "
@@ -128,4 +162,12 @@ class TuneReport:
             f"{self.seconds:.1f} s; target {self.target}; measured {self.where}; cost model "
             f"{self.cost_model}; database {self.database}"
         )
+        if self.roofs:
+            lines.append(
+                f"roof %: of the roofline (d: DRAM read {self.roofs['read_gbs']:.1f} GB/s, "
+                f"i: peak int8 {self.roofs['int8_ops'] / 1e9:.0f} GOPS); goal: >= "
+                f"{GOAL_SPEEDUP}x or >= {GOAL_PCT:.0f} % of the roofline (d: timed cold, "
+                "caches flushed); a roof passed by > 10 % does not bound the kernel (table "
+                "lookups instead of multiply-adds) and only the speedup counts"
+            )
         return "\n".join(lines)

@@ -59,6 +59,11 @@ class Measurer:
         The key the device registered with (required with ``rpc``).
     number, repeat, min_repeat_ms : int
         Evaluator settings (see ``EvaluatorConfig``).
+    max_workers : int, optional
+        Builder processes.
+    cache_flush : bool
+        Flush the CPU caches of every argument but the first before each repeat (a cold
+        measurement: use ``number=1``); off while tuning.
     """
 
     rpc: str | None = None
@@ -67,6 +72,7 @@ class Measurer:
     repeat: int = 3
     min_repeat_ms: int = 20
     max_workers: int | None = None
+    cache_flush: bool = False
 
     def __post_init__(self) -> None:
         if (self.rpc is None) != (self.device_key is None):
@@ -93,7 +99,7 @@ class Measurer:
             number=self.number,
             repeat=self.repeat,
             min_repeat_ms=self.min_repeat_ms,
-            enable_cpu_cache_flush=False,
+            enable_cpu_cache_flush=self.cache_flush,
         )
         if self.rpc is None:
             self._runner = ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S, evaluator_config=config)

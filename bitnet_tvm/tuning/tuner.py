@@ -4,8 +4,11 @@ Steps: import the model and run the BitNet graph passes (:func:`bitnet_tvm.compi
 the same code ``compile_model`` runs), extract the distinct operators
 (:mod:`~.workloads`), and for each operator x bucket (a *task*):
 
-1. skip it when the database already has records for it and the target (a second ``tune`` of
-   the same model does no work);
+0. before any of this: when the database's manifest (:mod:`~.manifest`) lists a complete
+   earlier ``tune`` of the same model, target and options, return its summary at once (a
+   second ``tune`` of the same model neither imports the model nor loads the database);
+1. skip a task when the database already has records for it and the target (a second
+   ``tune`` of the same model does no work);
 2. stage 1, structural knobs (those ``prepare`` reads; each combination is its own workload):
    measure the rule's default knobs under the default's combination and under up to
    :data:`MAX_STRUCTURAL` - 1 others, all stored (so the tuned choice is never slower than the
@@ -14,7 +17,10 @@ the same code ``compile_model`` runs), extract the distinct operators
    combination, ``ReplayFunc``: see :mod:`~.space`) for ``trials`` candidates, and store the
    best records.
 
-The database is saved after every task, so an interrupted run keeps what it finished.
+The database is saved after every task, so an interrupted run keeps what it finished; the
+manifest entry is written when every task finished.  Each tuned kernel is judged against the
+roofline (:mod:`~.roof`; the roofs are measured once per machine and target and kept in the
+manifest; not over RPC).
 Operators whose rule has nothing to tune (no knob with a choice, or a rule that still overrides
 ``apply``) keep their defaults and are listed as such.
 """
@@ -22,10 +28,12 @@ Operators whose rule has nothing to tune (no knob with a choice, or a rule that 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import logging
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -36,14 +44,17 @@ from statistics import fmean
 
 import onnx
 import tvm
+import tvm_ffi
 from tvm import s_tir
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from bitnet_tvm.schedules.dispatch import bitnet_rules
 from bitnet_tvm.tuning.buckets import Bucket, get_buckets
-from bitnet_tvm.tuning.database import TuningDatabase, default_db_dir
+from bitnet_tvm.tuning.database import TuningDatabase, TuningDatabaseWarning, default_db_dir
+from bitnet_tvm.tuning.manifest import Manifest
 from bitnet_tvm.tuning.report import TaskResult, TuneReport
+from bitnet_tvm.tuning.roof import judge, kernel_cost
 from bitnet_tvm.tuning.rpc import Measurer
 from bitnet_tvm.tuning.space import KnobSpace, knob_spaces, pick_rule, tunable
 from bitnet_tvm.tuning.workloads import (
@@ -60,6 +71,8 @@ log = logging.getLogger(__name__)
 
 #: Structural knob combinations measured per task (the default's first; see _tune_one).
 MAX_STRUCTURAL = 4
+#: Runs of the cold (cache-flushed) measurement of a DRAM-bound kernel; the median counts.
+COLD_REPEATS = 10
 #: Records kept per tuned task (the fastest ones; the default's record is kept as well).
 KEEP_RECORDS = 4
 
@@ -159,13 +172,16 @@ def _resolve_target(target) -> tvm.target.Target:
     return resolve_target(target)
 
 
-def _module(model, target: tvm.target.Target, scheme) -> tvm.IRModule:
-    if isinstance(model, tvm.IRModule):
-        return model
-    if not isinstance(model, (str, os.PathLike, onnx.ModelProto)):
+def _check_model(model) -> None:
+    if not isinstance(model, (str, os.PathLike, onnx.ModelProto, tvm.IRModule)):
         raise TypeError(
             f"model must be an ONNX path, an onnx.ModelProto or an IRModule, got {model!r}"
         )
+
+
+def _module(model, target: tvm.target.Target, scheme) -> tvm.IRModule:
+    if isinstance(model, tvm.IRModule):
+        return model
     from bitnet_tvm.compiler import graph_module
     from bitnet_tvm.schemes import get_scheme
 
@@ -314,6 +330,7 @@ def tune(
     scheme: str | None = None,
     progress: bool = True,
     seed: int = 0,
+    roofline: bool = True,
 ) -> TuneReport:
     """Tune the distinct operators of ``model`` for ``target`` into the database ``db``.
 
@@ -341,6 +358,10 @@ def tune(
         Draw a progress bar on stderr.
     seed : int
         Random seed of the search.
+    roofline : bool
+        Judge the tuned kernels against this machine's roofline (:mod:`~.roof`; the first
+        time measures the roofs, ~5 s, and DRAM-bound kernels are timed again cold); not over
+        RPC.
 
     Returns
     -------
@@ -353,11 +374,35 @@ def tune(
     tvm_target = _resolve_target(target)
     chosen = get_buckets(buckets)
     measurer = Measurer(rpc=rpc, device_key=device_key)
-    database = TuningDatabase(db if db is not None else default_db_dir())
+    directory = db if db is not None else default_db_dir()
+    wanted = None if ops is None else set(ops.split(",") if isinstance(ops, str) else ops)
+    _check_model(model)
+    manifest = Manifest(directory)
+    options = {
+        "buckets": [b.name for b in chosen],
+        "ops": sorted(wanted) if wanted is not None else None,
+        "scheme": scheme,
+        "device_key": device_key,
+        "roofline": roofline,
+    }
+    key = _manifest_key(manifest, model, tvm_target, options)
+    rows = _manifest_rows(manifest, key)
+    if rows is not None:  # a complete earlier run of the same model: nothing to plan
+        return TuneReport(
+            target=str(tvm_target),
+            database=str(manifest.directory),
+            where=measurer.where(),
+            cost_model=cost_model_name(),
+            trials=trials,
+            seconds=time.perf_counter() - start,
+            tasks=rows,
+            tuned_now=0,
+            roofs=manifest.roofs(_roofs_key(tvm_target)),
+        )
+    database = TuningDatabase(directory)
     log.info("tune: graph passes and operator extraction")
     workloads = extract_workloads(_module(model, tvm_target, scheme))
-    if ops is not None:
-        wanted = set(ops.split(",") if isinstance(ops, str) else ops)
+    if wanted is not None:
         workloads = [w for w in workloads if w.op in wanted]
     tasks = _plan(workloads, chosen, tvm_target, bitnet_rules(tvm_target), seed)
     pending = []
@@ -372,6 +417,7 @@ def tune(
             pending.append(task)
     bar = _Progress(sum(trials for t in pending if any(sp.sampled for sp in t.spaces)), progress)
     cost_model = cost_model_name()
+    failed = False
     try:
         for index, task in enumerate(pending, start=1):
             label = f"[{index}/{len(pending)}] {task.workload.describe()} M={task.bucket.tune_m}"
@@ -386,9 +432,24 @@ def tune(
                     stacklevel=2,
                 )
                 task.result = TaskResult.of(task, None, None, None, False)
+                failed = True
             database.save()
     finally:
         bar.close()
+    roofs = _roofs(manifest, tvm_target) if rpc is None and roofline else None
+    cold = Measurer(number=1, repeat=COLD_REPEATS, min_repeat_ms=0, cache_flush=True)
+    for task in tasks:
+        if task.space is not None and task.result.tuned_us is not None:
+            task.result = _judged(task, roofs, database, tvm_target, cold)
+    if key is not None and not failed:
+        hashes = [
+            str(tvm_ffi.structural_hash(task.module(task.space)))
+            for task in tasks
+            if task.space is not None
+        ]
+        cached = [dataclasses.replace(task.result, cached=True).to_dict() for task in tasks]
+        manifest.store(key, cached, hashes)
+        _save_manifest(manifest)
     return TuneReport(
         target=str(tvm_target),
         database=str(database.directory),
@@ -398,4 +459,97 @@ def tune(
         seconds=time.perf_counter() - start,
         tasks=[task.result for task in tasks],
         tuned_now=len(pending),
+        roofs=roofs,
     )
+
+
+def _judged(task, roofs, database, target, cold: Measurer) -> TaskResult:
+    """``task.result`` with its cost and roofline verdict; a DRAM-bound kernel's roofline % is
+    taken from a cold measurement (caches flushed before each run) of its best record."""
+    row = task.result
+    nbytes, nops = kernel_cost(task.module(task.space))
+    verdict = judge(row.tuned_us, row.speedup, nbytes, nops, roofs)
+    cold_us = None
+    if verdict["bound"] == "dram":
+        try:
+            cold_us = _measure_cold(task, database, target, cold)
+        except RuntimeError as err:
+            log.warning("tune: cold measurement of %s failed: %s", task.workload.describe(), err)
+        if cold_us is not None:
+            verdict = judge(cold_us, row.speedup, nbytes, nops, roofs)
+    return dataclasses.replace(row, bytes=nbytes, ops=nops, cold_us=cold_us, **verdict)
+
+
+def _measure_cold(task, database, target, cold: Measurer) -> float | None:
+    """µs (median) of the task's best stored schedule, CPU caches flushed before each run."""
+    mod = task.module(task.space)
+    best = database.best(mod, target)
+    if best is None:
+        return None
+    sch = s_tir.Schedule(mod)
+    best[0].trace.apply_to_schedule(sch, remove_postproc=False)
+    args_info = ms.arg_info.ArgInfo.from_prim_func(mod["main"])
+    return statistics.median(cold.measure(sch.mod, target, "cpu", args_info)) * 1e6
+
+
+def _manifest_key(manifest: Manifest, model, target: tvm.target.Target, options: dict):
+    """The manifest's tune key of this call (see :mod:`~.manifest`); None when the model file
+    cannot be read (the import then says what is wrong)."""
+    try:
+        return manifest.key(model, str(target), **options)
+    except OSError:
+        return None
+
+
+def _manifest_rows(manifest: Manifest, key: str | None) -> list[TaskResult] | None:
+    """The summary rows the manifest holds for ``key`` (None: none, or malformed)."""
+    rows = manifest.lookup(key) if key is not None else None
+    if rows is None:
+        return None
+    try:
+        return [TaskResult.from_dict(row, cached=True) for row in rows]
+    except (TypeError, AttributeError) as err:  # a hand-edited manifest
+        warnings.warn(
+            f"tuning manifest {manifest.path}: malformed entry ({err}); planning the model again",
+            TuningDatabaseWarning,
+            stacklevel=3,
+        )
+        return None
+
+
+def _roofs_key(target: tvm.target.Target) -> str:
+    from bitnet_tvm.machine import cpu_model
+
+    return f"{cpu_model()} | {target}"
+
+
+def _roofs(manifest: Manifest, target: tvm.target.Target) -> dict | None:
+    """This machine's roofs for ``target`` (measured once, then kept in the manifest); None
+    for non-CPU targets or when the probes fail."""
+    if target.kind.name != "llvm":
+        return None
+    key = _roofs_key(target)
+    found = manifest.roofs(key)
+    if found is not None:
+        return found
+    from bitnet_tvm.bench.roofline import peak_int8_ops, read_bandwidth
+
+    threads = int(target.attrs.get("num-cores", 0)) or None
+    try:
+        found = {"read_gbs": read_bandwidth(threads)}
+        try:
+            found["int8_ops"] = peak_int8_ops(threads)
+        except RuntimeError:  # no VNNI on this CPU
+            found["int8_ops"] = float("nan")
+    except Exception as err:  # the roofline column is a report, never a reason to fail
+        warnings.warn(f"tune: measuring the roofs failed ({err}); no roof % column", stacklevel=3)
+        return None
+    manifest.set_roofs(key, found)
+    return found
+
+
+def _save_manifest(manifest: Manifest) -> None:
+    try:
+        manifest.save()
+    except OSError as err:
+        warnings.warn(f"tune: could not write {manifest.path} ({err})", stacklevel=3)

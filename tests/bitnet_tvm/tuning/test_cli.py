@@ -16,7 +16,7 @@ def test_help_lists_the_options(capsys):
         main(["tune", "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for option in ("--target", "--trials", "--db", "--rpc", "--device-key", "--buckets"):
+    for option in ("--target", "--trials", "--db", "--rpc", "--device-key", "--no-roofline"):
         assert option in out
 
 
@@ -25,7 +25,8 @@ def test_tiny_tune_then_cached(tmp_path, capsys):
     onnx_path = export_onnx(model, tmp_path / "tiny.onnx", verify=False)
     # one tunable operator kind keeps the run short (the API tests cover the rest)
     ops = "ternary_int4_gate_up,ternary_int8_gate_up,norm_quantize"
-    argv = ["tune", str(onnx_path), "--trials", "1", "--buckets", "decode", "--ops", ops, "--db"]
+    argv = ["tune", str(onnx_path), "--trials", "1", "--buckets", "decode", "--no-roofline"]
+    argv += ["--ops", ops, "--db"]
     assert main([*argv, str(tmp_path / "db"), "--json"]) == 0
     first = json.loads(capsys.readouterr().out)
     kinds = {task["kernel"].split()[0] for task in first["tasks"]}

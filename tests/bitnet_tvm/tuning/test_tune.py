@@ -11,9 +11,11 @@ import tvm
 from bitnet_tvm.schedules.dispatch import bitnet_rules
 from bitnet_tvm.tuning.apply import bucket_dispatch
 from bitnet_tvm.tuning.database import RECORDS, WORKLOADS, TuningDatabase, TuningDatabaseWarning
+from bitnet_tvm.tuning.manifest import MANIFEST, Manifest
 from bitnet_tvm.tuning.tuner import tune
 
 TRIALS = 2
+N, K = 32, 128  # the shape of conftest's op_module
 BUCKETS = "decode"  # one task keeps the test short; test_rpc tunes another bucket
 
 
@@ -53,6 +55,17 @@ def test_stored_trace_replays(tuned, op_module, cpu, check):
     check(tvm.compile(sch.mod, target=cpu), "main", [int(m)])
 
 
+def test_tune_judges_the_roofline(tuned):
+    _, report = tuned
+    (row,) = report.tasks
+    assert report.roofs["read_gbs"] > 1 and row.bytes == N * K // 4 + 2 * N * 4 + K + 4
+    assert row.ops == 2 * N * K and row.bound == "dram"  # M = 1: memory-bound
+    assert row.cold_us > 0 and row.roofline_pct > 0
+    want = row.speedup >= 1.1 or 90 <= row.roofline_pct <= 110
+    assert row.meets is want
+    assert "roof %" in str(report) and "DRAM read" in str(report)
+
+
 def test_second_tune_does_no_work(tuned, op_module, cpu):
     db, first = tuned
     start = time.perf_counter()
@@ -60,7 +73,42 @@ def test_second_tune_does_no_work(tuned, op_module, cpu):
     elapsed = time.perf_counter() - start
     assert report.tuned_now == 0 and all(t.cached for t in report.tasks)
     assert [t.tuned_us for t in report.tasks] == [t.tuned_us for t in first.tasks]
-    assert elapsed < 10, f"cached tune took {elapsed:.1f} s"
+    assert [t.roofline_pct for t in report.tasks] == [t.roofline_pct for t in first.tasks]
+    assert report.roofs == first.roofs
+    assert elapsed < 1, f"cached tune took {elapsed:.2f} s (the manifest should answer)"
+
+
+def _copy(db, to):
+    for path in db.iterdir():
+        if path.is_file():
+            (to / path.name).write_bytes(path.read_bytes())
+
+
+def test_corrupt_manifest_is_ignored_and_rewritten(tuned, op_module, cpu, tmp_path):
+    db, first = tuned
+    _copy(db, tmp_path)
+    (tmp_path / MANIFEST).write_text("{not json")
+    with pytest.warns(TuningDatabaseWarning, match="manifest"):
+        report = tune(
+            op_module, cpu, TRIALS, tmp_path, buckets=BUCKETS, progress=False, roofline=False
+        )
+    assert report.tuned_now == 0  # the database still answers, task by task
+    assert [t.tuned_us for t in report.tasks] == [t.tuned_us for t in first.tasks]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(Manifest(tmp_path).data["entries"]) == 1
+
+
+def test_manifest_entry_needs_its_workloads(tuned, tmp_path):
+    db, _ = tuned
+    _copy(db, tmp_path)
+    (key,) = Manifest(tmp_path).data["entries"]
+    assert Manifest(tmp_path).lookup(key) is not None
+    (tmp_path / WORKLOADS).write_text("")  # a database that lost its records
+    (tmp_path / RECORDS).write_text("")
+    assert Manifest(tmp_path).lookup(key) is None
+    (tmp_path / WORKLOADS).write_text("garbage\n")
+    assert Manifest(tmp_path).lookup(key) is None
 
 
 @pytest.mark.parametrize(
