@@ -1,13 +1,17 @@
 """Prefill GEMM benchmark: INT4 by vpermb lookup tables against INT8 (and INT4) on VNNI.
 
-For BitNet-2B4T shapes (13824x2560 and 2560x2560 matmuls, M in {128, 512}; the fused gate/up
-2 x 6912 x 2560 with its ReLU^2 GLU, M = 128), 1 and 2 threads, this times in one process,
-interleaved call by call (A, B, C, A, B, C, ...):
+For BitNet-2B4T shapes (13824x2560, 2560x2560 and the down 2560x6912 matmuls; the fused
+gate/up 2 x 6912 x 2560 with its ReLU^2 GLU; M in {128, 512}), 1 and 2 threads, this times in
+one process, interleaved call by call (A, B, C, D, A, B, C, D, ...):
 
-* ``int8_vnni``: our INT8 kernel, what ``cpu_rules()`` gives the INT8 operator;
+* ``int8_vnni``: our INT8 kernel, what ``cpu_rules()`` gives the INT8 operator (the VNNI GEMM,
+  for the prefill gate/up too);
 * ``int4_vnni``: the INT4 operator scheduled by ``cpu_rules()`` without the LUT rule (the VNNI
-  matmul; for the prefill gate/up the generic GEMM, as before this rule);
-* ``int4_lut``: the INT4 operator as ``cpu_rules()`` schedules it (:class:`LutGemm`, vpermb).
+  GEMM);
+* ``int4_lut_flat``: :class:`LutGemm` without M blocks (``m_block`` above any M: the kernel
+  before M blocking);
+* ``int4_lut``: the INT4 operator as ``cpu_rules()`` schedules it (:class:`LutGemm`, vpermb,
+  in M blocks where its tables outgrow :data:`~bitnet_tvm.schedules.cpu.lut_gemm.TABLE_BYTES`).
 
 All read the weight layout :func:`select_layout` picks for this host and operator. The weights
 are warm (one matrix, reused: prefill is compute-bound). Each number is the minimum wall time
@@ -15,10 +19,12 @@ over the repeats (the machine is shared; minimums are the least noisy statistic,
 noisy: the JSON records the load average before and after). llama.cpp TQ2_0 (217 GOP/s at M=128,
 13824x2560, 2 threads, from the issue) is the outside reference.
 
-    python benchmarks/cpu_lut.py            # ~3 min
+    python benchmarks/cpu_lut.py            # ~5 min
+    python benchmarks/cpu_lut.py --threads 1
     python benchmarks/cpu_lut.py --quick    # one shape, M=128, 2 threads
 
-Writes ``benchmarks/results/cpu_lut.json`` and ``cpu_lut.png`` (``--quick``: ``_quick``).
+Writes ``benchmarks/results/cpu_lut.json`` and ``cpu_lut.png`` (``--quick``: ``_quick``; other
+``--threads``: ``_t1`` etc.).
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from tvm.s_tir.dlight import ApplyDefaultSchedule
 from bitnet_tvm.atomic import atomic_open
 from bitnet_tvm.machine import cpu_model
 from bitnet_tvm.schedules import attrs
-from bitnet_tvm.schedules.cpu import LutGemm, cpu_rules
+from bitnet_tvm.schedules.cpu import LutGemm, LutKnobs, cpu_rules
 from bitnet_tvm.schedules.layouts import pack_weight
 from bitnet_tvm.schedules.operators import ternary_gate_up, ternary_matmul
 from bitnet_tvm.schedules.selection import select_layout
@@ -49,10 +55,17 @@ from bitnet_tvm.schedules.target import cpu_flags, host_target
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: (operator, N or I, K): the fused gate/up of 2B4T has 2 x 6912 weight rows (13824x2560).
-SHAPES = [("matmul", 13824, 2560), ("matmul", 2560, 2560), ("gate_up", 6912, 2560)]
+SHAPES = [
+    ("matmul", 13824, 2560),
+    ("matmul", 2560, 2560),
+    ("matmul", 2560, 6912),
+    ("gate_up", 6912, 2560),
+]
 BUILDERS = {"matmul": ternary_matmul, "gate_up": ternary_gate_up}
 TQ2_0_GOPS = 217.0  # llama.cpp TQ2_0, M=128, 13824x2560, 2 threads (the issue)
-KERNELS = ("int8_vnni", "int4_vnni", "int4_lut")
+KERNELS = ("int8_vnni", "int4_vnni", "int4_lut_flat", "int4_lut")
+#: ``LutGemm`` knobs that never block M (any real M is below this).
+FLAT = LutKnobs(m_block=1 << 30)
 
 
 def machine_info(target: tvm.target.Target) -> dict:
@@ -72,20 +85,22 @@ def machine_info(target: tvm.target.Target) -> dict:
 
 
 def build(op: str, n: int, k: int, m: int, target: tvm.target.Target, layout) -> dict:
-    """The three compiled kernels of operator ``op`` (``n`` outputs, K = ``k``), ``m_hint = m``."""
+    """The compiled :data:`KERNELS` of operator ``op`` (``n`` outputs, K ``k``), ``m_hint = m``."""
     rules = cpu_rules()
     no_lut = [r for r in rules if not isinstance(r, LutGemm)]
+    flat = [LutGemm(FLAT) if isinstance(r, LutGemm) else r for r in rules]
     out = {}
     for name, bits, rule_set in (
         ("int8_vnni", 8, rules),
         ("int4_vnni", 4, no_lut),
+        ("int4_lut_flat", 4, flat),
         ("int4_lut", 4, rules),
     ):
         func = BUILDERS[op](n, k, act_bits=bits, layout=layout).with_attr(attrs.M_HINT, m)
         with target:
             mod = ApplyDefaultSchedule(*rule_set)(tvm.IRModule({"main": func}))
         text = mod["main"].script()
-        if ("permvar" in text) != (name == "int4_lut"):
+        if ("permvar" in text) != name.startswith("int4_lut"):
             raise RuntimeError(f"{name}: the rules did not pick the expected kernel")
         out[name] = tvm.compile(mod, target=target)["main"]
     return out
@@ -134,8 +149,10 @@ def plot(rows: list[dict], path: Path) -> None:
     x = np.arange(len(rows))
     fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.2 * len(rows)), 8), sharex=True)
     for ax, suffix, what in zip(axes, ("gops", "cpu_gops"), ("wall", "CPU"), strict=True):
+        width = 0.8 / len(KERNELS)
         for i, name in enumerate(KERNELS):
-            ax.bar(x + (i - 1) * 0.27, [r[f"{name}_{suffix}"] for r in rows], 0.27, label=name)
+            offset = (i - (len(KERNELS) - 1) / 2) * width
+            ax.bar(x + offset, [r[f"{name}_{suffix}"] for r in rows], width, label=name)
         ax.axhline(TQ2_0_GOPS, color="gray", ls="--", lw=1, label="llama.cpp TQ2_0 (M=128, 2t)")
         ax.set_ylabel(f"GOP/s from min {what} time")
         ax.legend(fontsize=8)
@@ -149,12 +166,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="13824x2560, M=128, 2 threads")
     parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="pool sizes")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     target = host_target()
     info = machine_info(target)
     print(f"{info['cpu']}, {' '.join(info['flags'])}; tvm {info['tvm']}")
-    shapes, ms, thread_counts = SHAPES, (128, 512), (1, 2)
+    shapes, ms, thread_counts = SHAPES, (128, 512), tuple(args.threads)
     layouts = {op: select_layout("dense" if op == "matmul" else op, target) for op in BUILDERS}
     info["layouts"] = {op: layout.value for op, layout in layouts.items()}
     if args.quick:
@@ -163,12 +181,9 @@ def main() -> None:
     for op, n, k in shapes:
         layout = layouts[op]
         for m in ms:
-            if op == "gate_up" and m > 128:
-                continue  # its INT8 and VNNI-INT4 references are the slow generic GEMM
             kernels = build(op, n, k, m, target, layout)
             for threads in thread_counts:
-                reps = min(args.reps, 2) if op == "gate_up" else args.reps  # ~2.6 s references
-                wall, cpu = measure(op, n, k, m, threads, kernels, layout, reps)
+                wall, cpu = measure(op, n, k, m, threads, kernels, layout, args.reps)
                 row = {"op": op, "n": n, "k": k, "m": m, "threads": threads}
                 macs = m * k * (2 * n if op == "gate_up" else n)
                 for name, seconds in wall.items():
@@ -178,18 +193,21 @@ def main() -> None:
                     row[f"{name}_cpu_gops"] = 2 * macs / (cpu[name] / threads) / 1e9
                 row["lut_vs_int8"] = row["int4_lut_gops"] / row["int8_vnni_gops"]
                 row["lut_vs_int8_cpu"] = row["int4_lut_cpu_gops"] / row["int8_vnni_cpu_gops"]
+                row["flat_vs_int8_cpu"] = row["int4_lut_flat_cpu_gops"] / row["int8_vnni_cpu_gops"]
                 row["lut_vs_tq2_0"] = row["int4_lut_gops"] / TQ2_0_GOPS
                 rows.append(row)
                 print(
                     f"{op:7} {n:>5}x{k:<5} M={m:<4} t={threads}  "
                     + "  ".join(f"{name} {row[f'{name}_gops']:6.0f}" for name in KERNELS)
                     + f"  GOP/s  LUT/INT8 {row['lut_vs_int8']:.2f}x (CPU time"
-                    + f" {row['lut_vs_int8_cpu']:.2f}x)"
+                    + f" {row['lut_vs_int8_cpu']:.2f}x, flat {row['flat_vs_int8_cpu']:.2f}x)"
                     + f"  LUT/TQ2_0 {row['lut_vs_tq2_0']:.2f}x",
                     flush=True,
                 )
     info["load_after"] = os.getloadavg()
     stem = "cpu_lut_quick" if args.quick else "cpu_lut"
+    if not args.quick and thread_counts != (1, 2):
+        stem += "_t" + "-".join(map(str, thread_counts))
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"machine": info, "tq2_0_gops": TQ2_0_GOPS, "reps": args.reps, "rows": rows}
     with atomic_open(args.out / f"{stem}.json") as f:

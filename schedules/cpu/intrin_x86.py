@@ -34,6 +34,10 @@ With INT4 activations (``|x| <= 8``) :data:`VNNI_TERNARY_BASE3_INT4_INTRIN` fold
 outside digits 0..4, ``|y| <= 32`` fits int8), prepared once per call, so 16 partial sums take
 ``c[i] += sum_(e < 6, j < 4) t_e(w[4 i + j]) * y[64 e + 4 i + j]`` (``sum c >> 8`` is the dot):
 six ``vpdpbusd`` per 320 codes instead of ten.
+
+:data:`AVX2_TERNARY_2BIT_INTRIN` has the 2-bit description for CPUs without VNNI: two ymm
+halves (codes 0-1 and 2-3 of the 16 bytes, :func:`decode_2bit_x32`), each ``vpmaddubsw`` then
+``vpmaddwd`` by ones (:func:`pmaddubsw_dot`; exact, as ternary codes never saturate int16).
 """
 
 from __future__ import annotations
@@ -45,12 +49,15 @@ from tvm.script import tirx as T
 from bitnet_tvm.schedules.operators.common import mulshift_t
 
 __all__ = [
+    "AVX2_TERNARY_2BIT_INTRIN",
     "VNNI_TERNARY_2BIT_INTRIN",
     "VNNI_TERNARY_BASE3_INT4_INTRIN",
     "VNNI_TERNARY_BASE3_INTRIN",
     "code_2bit",
+    "decode_2bit_x32",
     "decode_2bit_x64",
     "mulshift_term",
+    "pmaddubsw_dot",
     "vpdpbusd",
 ]
 
@@ -237,3 +244,54 @@ def _impl_base3_int4(
 TensorIntrin.register(
     VNNI_TERNARY_BASE3_INT4_INTRIN, _desc_base3_int4, _impl_base3_int4, override=True
 )
+
+
+#: Name of the AVX2 intrinsic: :data:`VNNI_TERNARY_2BIT_INTRIN`'s description (16 int32 sums of
+#: 64 codes by 64 lane-ordered activations), computed on 256-bit vectors without VNNI.
+AVX2_TERNARY_2BIT_INTRIN = "bitnet_avx2_ternary_2bit_16x4"
+
+
+def decode_2bit_x32(piece: tirx.PrimExpr, half: int) -> tirx.PrimExpr:
+    """int8x32 codes ``2 half`` and ``2 half + 1`` of 16 packed bytes ``piece`` (uint8x16): bytes
+    ``32 half + p`` of :func:`decode_2bit_x64`'s lane order, on a ymm register (broadcast the 16
+    bytes to both 128-bit halves, ``vpsrlvd`` half ``h`` by ``2 (2 half + h)``, mask to 2 bits).
+    The shifts are on int32 lanes: AVX2 has no byte shift."""
+    words = T.reinterpret("int32x4", piece)
+    wide = T.Shuffle([words, words], list(range(8)))
+    shifts = T.shift_left(T.shift_right(T.Ramp(0, 1, 8), T.Broadcast(2, 8)), T.Broadcast(1, 8))
+    shifts = shifts + T.Broadcast(4 * half, 8)
+    codes = T.bitwise_and(T.shift_right(wide, shifts), T.Broadcast(0x03030303, 8))
+    return T.reinterpret("int8x32", codes)
+
+
+def pmaddubsw_dot(acc: tirx.PrimExpr, u8: tirx.PrimExpr, s8: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``acc`` (int32x8) plus the 4-byte dot products of ``u8`` (unsigned) and ``s8`` (int8x32):
+    ``vpmaddubsw`` (byte pairs to int16) then ``vpmaddwd`` by ones (int16 pairs to int32).
+
+    ``vpmaddubsw`` saturates its int16 pair sums: exact only while ``|u0 s0 + u1 s1| < 2**15``,
+    which holds for ternary codes (``u <= 2``: at most ``2 * 2 * 128 = 512``).
+    """
+    pairs = T.call_llvm_pure_intrin("int16x16", "llvm.x86.avx2.pmadd.ub.sw", u8, s8)
+    ones = T.Broadcast(T.int16(1), 16)
+    return acc + T.call_llvm_pure_intrin("int32x8", "llvm.x86.avx2.pmadd.wd", pairs, ones)
+
+
+@T.prim_func(s_tir=True)
+def _impl_avx2(
+    w: T.Buffer((T.int64(16),), "uint8", offset_factor=1),
+    x: T.Buffer((T.int64(64),), "int8", offset_factor=1),
+    c: T.Buffer((T.int64(16),), "int32", offset_factor=1),
+) -> None:
+    with T.sblock("root"):
+        T.reads(c[_I0:_I16], w[_I0:_I16], x[_I0:_I64])
+        T.writes(c[_I0:_I16])
+        piece = w.vload([0], "uint8x16")
+        c[T.Ramp(0, 1, 8)] = pmaddubsw_dot(
+            c.vload([0], "int32x8"), decode_2bit_x32(piece, 0), x.vload([0], "int8x32")
+        )
+        c[T.Ramp(8, 1, 8)] = pmaddubsw_dot(
+            c.vload([8], "int32x8"), decode_2bit_x32(piece, 1), x.vload([32], "int8x32")
+        )
+
+
+TensorIntrin.register(AVX2_TERNARY_2BIT_INTRIN, _desc, _impl_avx2, override=True)

@@ -32,7 +32,19 @@ Schedule (``rows`` 16-row groups by ``mt`` activation rows per register tile)::
               dot[mo, mi, r] = lut(dot[mo, mi, r], wt[r, c], tab[mo, mi, c])
       for mo: rest, epilogue of the tile
 
-The tables (``M KD 128`` bytes) are built before, in parallel over activation rows.
+The tables (``M KD 128`` bytes) are built before, in parallel over activation rows.  Every
+``n_outer`` tile reads all of them, so where they would outgrow the cache (``bitnet.m_hint``
+above ``m_block`` rows, by default the rows whose tables fit :data:`TABLE_BYTES`) the kernel
+runs in M blocks::
+
+    parallel for n_outer: wt[tile] = repack(w)    # once per call, into memory (N K / 2 bytes)
+    for m_outer:                                  # M blocks of m_block rows (the last predicated)
+      parallel for n_outer:
+        dot[block, tile] = 0; for k_outer: for mo in the block: ... (as above)
+        for mo in the block: epilogue of the tile
+
+(the ``rest`` block cannot be placed under the predicated block: there ``kc`` is a divisor of
+``KD``).
 
 The fused gate/up (``ternary_int4_gate_up``, ``2bit`` ``[2I, K]``) runs the same lookups over
 2I rows with group ``q`` holding the gate (``q`` even) or up (``q`` odd) rows of outputs
@@ -70,6 +82,12 @@ __all__ = ["LutGemm", "LutKnobs", "lut_gemm"]
 #: Smallest ``bitnet.m_hint`` the rule takes: the tables cost ``O(M K)`` per call and the
 #: lookups only pay off when each weight vector serves several activation rows.
 MIN_M = 16
+#: Table bytes one M block may hold: every N tile reads all of its block's tables (``KD x 128``
+#: bytes per activation row) again, so they should stay in L3 (32 MiB on this Zen 4, shared by
+#: its cores and whatever else runs: half).  Measured (1 thread, noisy): at M=512 the down shape
+#: 2560x6912 (28 MiB of tables) took 32.8 ms unblocked, 17.4-18.4 ms in blocks of 64-256 rows
+#: (INT8 VNNI 28.3 ms); 13824x2560 (10 MiB) gained nothing from blocks.
+TABLE_BYTES = 16 << 20
 _FEATURES = ("avx512vbmi", "avx512vnni", "avx512bw", "avx512f")
 #: Weight layouts the kernel reads: the plain one and the VNNI decode kernel's interleaved one.
 _LAYOUTS = (WeightLayout.TWO_BIT, WeightLayout.TWO_BIT_VNNI)
@@ -96,15 +114,23 @@ class LutKnobs:
         Weight vectors (16 K each) summed in int8 before one widening ``vpdpbusd``; at most 3.
     kblock : int
         16-K blocks per K block (rounded to a divisor of the chunk count): one K block of the
-        weight tile stays in L1 while every activation row passes over it.
+        weight tile stays in L1 while every activation row of the M block passes over it.
+    m_block : int
+        Activation rows per M block (rounded down to a multiple of ``mt``; 0: as many as fit
+        :data:`TABLE_BYTES`).  Calls with ``bitnet.m_hint`` above it run the lookups and
+        epilogue once per block of this many rows (the weight is repacked once per call, before
+        them), so the block's tables stay in cache while every N tile reads them.
     """
 
     rows: int = 8
     mt: int = 2
     kc: int = 1
     kblock: int = 16
+    m_block: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.m_block, bool) or not isinstance(self.m_block, int) or self.m_block < 0:
+            raise ValueError(f"LutKnobs.m_block must be an int >= 0, got {self.m_block!r}")
         for name in ("rows", "mt", "kc", "kblock"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -286,22 +312,22 @@ def lut_gemm(
     return func
 
 
-def _tensorize_reduction(sch: s_tir.Schedule, name: str, at, kc: int, kblock: int) -> None:
-    """Put reduction block ``name`` under loop ``at`` and tensorize its lookups.
+def _tensorize_reduction(sch: s_tir.Schedule, block, kc: int, kblock: int) -> None:
+    """Tensorize the lookups of reduction ``block`` (placed under ``n_outer`` or ``mo``).
 
-    Under ``n_outer`` (``dot``) the K loop is split into blocks of ``kblock`` chunks that wrap
-    the activation-row tiles, so one K block of the weight tile stays in L1 for all of M
-    (accumulators in memory); under ``mo`` (``rest``) the accumulators are registers.
+    Under ``n_outer`` (``dot``: ``kblock > 0``) the K loop is split into blocks of ``kblock``
+    chunks that wrap the activation-row tiles, so one K block of the weight tile stays in L1
+    for all rows of the M block (accumulators in memory); under ``mo`` (``rest``) the
+    accumulators are registers.
     """
-    block = sch.get_sblock(name)
-    sch.compute_at(block, at, preserve_unit_loops=True)
     # compute_at leaves the tile loops as (mo, mi, nb) above the block's (c, i, j, h, b, e)
     d_mo, d_mi, d_r, c, i = sch.get_loops(block)[-9:-4]
-    if name == "dot":
+    if kblock:
         extent = int(sch.get(c).extent)
         k_outer, c = sch.split(c, [None, split_factor(extent, kblock)])
         sch.reorder(k_outer, d_mo, c, d_r, d_mi, i)
         init = sch.decompose_reduction(block, k_outer)
+        sch.blockize(c)  # an M block's predicate (on mo) stays out of the tensorized block
     else:
         sch.reorder(c, d_r, d_mi, i)
         init = sch.decompose_reduction(block, c)
@@ -309,7 +335,7 @@ def _tensorize_reduction(sch: s_tir.Schedule, name: str, at, kc: int, kblock: in
     for loop in (d_r, d_mi):
         sch.unroll(loop)
     sch.vectorize(sch.get_loops(init)[-1])
-    if name != "dot":
+    if not kblock:
         sch.set_scope(init, 0, "local")
 
 
@@ -324,9 +350,32 @@ def prepare_lut_gemm(func: tirx.PrimFunc, knobs: LutKnobs) -> tirx.PrimFunc:
     """``lut_gemm`` for ``func``'s shapes, carrying ``func``'s attributes."""
     n, k = attrs.get_int(func, attrs.N), attrs.get_int(func, attrs.K)
     layout = WeightLayout(str(func.attrs[attrs.LAYOUT]))
-    kc = min(knobs.kc, _kd(k, layout))
+    kc = _kc(func, knobs)
     gate_up = attrs.get_op(func) is attrs.OpName.TERNARY_INT4_GATE_UP
     return lut_gemm(n, k, knobs.mt, kc, layout, gate_up).with_attrs(dict(func.attrs))
+
+
+def _blocked(func: tirx.PrimFunc, knobs: LutKnobs) -> bool:
+    """Whether ``func`` is scheduled in M blocks: ``bitnet.m_hint`` above :func:`_m_block`."""
+    m_hint = attrs.get_int(func, attrs.M_HINT)
+    return m_hint is not None and m_hint > _m_block(func, knobs)
+
+
+def _m_block(func: tirx.PrimFunc, knobs: LutKnobs) -> int:
+    """Activation rows per M block, a multiple of ``mt``: ``knobs.m_block`` or, if 0, the most
+    whose tables fit :data:`TABLE_BYTES`."""
+    kd = _kd(attrs.get_int(func, attrs.K), WeightLayout(str(func.attrs[attrs.LAYOUT])))
+    rows = knobs.m_block or TABLE_BYTES // (kd * 128)
+    return max(1, rows // knobs.mt) * knobs.mt
+
+
+def _kc(func: tirx.PrimFunc, knobs: LutKnobs) -> int:
+    """Weight vectors per int8 sum: ``knobs.kc`` (at most the 16-K block count), in M blocks a
+    divisor of that count (no ``rest`` block, which could not be placed under a predicated
+    M block)."""
+    kd = _kd(attrs.get_int(func, attrs.K), WeightLayout(str(func.attrs[attrs.LAYOUT])))
+    kc = min(knobs.kc, kd)
+    return split_factor(kd, kc) if _blocked(func, knobs) else kc
 
 
 def _kd(k: int, layout: WeightLayout) -> int:
@@ -345,25 +394,36 @@ def _schedule(sch: s_tir.Schedule, knobs: LutKnobs) -> None:
     epilogue = sch.get_sblock("epilogue")
     mo, mi, nb, i = sch.get_loops(epilogue)
     n_outer, r = sch.split(nb, [None, rows])
-    sch.reorder(n_outer, mo, r, mi, i)
+    blocked = _blocked(func, knobs)
+    if blocked:  # the last block is predicated: place only the dot below it (see the class doc)
+        m_outer, mo = sch.split(mo, [None, _m_block(func, knobs) // knobs.mt])
+        sch.reorder(m_outer, n_outer, mo, r, mi, i)
+    else:
+        sch.reorder(n_outer, mo, r, mi, i)
     sch.parallel(n_outer)
     sch.vectorize(i)
 
     kd = _kd(k, WeightLayout(str(func.attrs[attrs.LAYOUT])))
-    kc = min(knobs.kc, kd)
-    _tensorize_reduction(sch, "dot", n_outer, kc, max(1, knobs.kblock // kc))
-    if kd % kc:
-        _tensorize_reduction(sch, "rest", mo, kd % kc, 1)
+    kc = _kc(func, knobs)
+    dot = sch.get_sblock("dot")
+    sch.compute_at(dot, n_outer, preserve_unit_loops=True)
+    _tensorize_reduction(sch, dot, kc, max(1, knobs.kblock // kc))
+    if kd % kc:  # never blocked (_kc)
+        rest = sch.get_sblock("rest")
+        sch.compute_at(rest, mo, preserve_unit_loops=True)
+        _tensorize_reduction(sch, rest, kd % kc, 0)
     repack = sch.get_sblock("repack")
-    sch.compute_at(repack, n_outer)
+    if blocked:  # once per call, for all M blocks
+        sch.parallel(sch.get_loops(repack)[0])
+    else:
+        sch.compute_at(repack, n_outer)
     if str(func.attrs[attrs.LAYOUT]) == WeightLayout.TWO_BIT_VNNI.value:
         sch.tensorize(sch.blockize(sch.get_loops(repack)[-4]), LUT_REPACK_VNNI_INTRIN)
     else:
         sch.vectorize(sch.get_loops(repack)[-1])
 
     table = sch.get_sblock("table")
-    t_mo = sch.get_loops(table)[0]
-    sch.parallel(t_mo)
+    sch.parallel(sch.get_loops(table)[0])
     sch.vectorize(sch.get_loops(table)[-1])
 
 
@@ -383,7 +443,7 @@ class LutGemm(BitnetCPURule):
 
     ops = (attrs.OpName.TERNARY_INT4_MATMUL, attrs.OpName.TERNARY_INT4_GATE_UP)
     Knobs = LutKnobs
-    structural_knobs = ("mt", "kc")
+    structural_knobs = ("mt", "kc", "m_block")
 
     def accepts(self, func: tirx.PrimFunc, target: Target | None) -> bool:
         """See the class doc."""
@@ -406,10 +466,13 @@ class LutGemm(BitnetCPURule):
         _schedule(sch, knobs)
 
     def knob_space(self, func: tirx.PrimFunc, target: Target) -> dict[str, tuple]:
-        """Candidate tiles: row blocks, activation rows, vectors per int8 sum, K block."""
+        """Candidate tiles: row blocks, activation rows, vectors per int8 sum, K block, M block."""
+        m_hint = attrs.get_int(func, attrs.M_HINT) or 0
         return {
             "rows": (2, 4, 6, 8, 12),
             "mt": (1, 2, 3, 4),
             "kc": (1, 2, 3),
             "kblock": (4, 8, 16, 32),
+            # only blocks smaller than the bucket's M change anything
+            "m_block": (0, *(v for v in (64, 128, 256) if v < m_hint)),
         }

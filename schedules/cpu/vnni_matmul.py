@@ -69,6 +69,7 @@ __all__ = ["VnniKnobs", "VnniMatmul", "VnniTile", "schedule_vnni_matmul", "vnni_
 
 _BLOCK = 64  # codes per vpdpbusd (16 packed bytes)
 _DENSE = (attrs.OpName.TERNARY_INT4_MATMUL, attrs.OpName.TERNARY_INT8_MATMUL)
+_GATE_UP = (attrs.OpName.TERNARY_INT4_GATE_UP, attrs.OpName.TERNARY_INT8_GATE_UP)
 _ROWS = reference.VNNI_ROWS
 
 
@@ -124,7 +125,12 @@ class VnniTile:
 
 
 def vnni_matmul(
-    n: int, k: int, mt: int, layout: WeightLayout | str = WeightLayout.TWO_BIT, act_bits: int = 8
+    n: int,
+    k: int,
+    mt: int,
+    layout: WeightLayout | str = WeightLayout.TWO_BIT,
+    act_bits: int = 8,
+    gate_up: bool = False,
 ) -> tirx.PrimFunc:
     """The VNNI formulation of ``ternary_matmul(n, k, layout=layout)`` (same signature).
 
@@ -139,11 +145,18 @@ def vnni_matmul(
     act_bits : {4, 8}
         Activation width; with 4 (values in [-8, 7]) ``base3_vnni`` takes one ``vpdpbusd`` per
         weight byte power ``t_e`` (6 per 320 codes) instead of two per digit (10).
+    gate_up : bool
+        Build ``ternary_gate_up(n, k, layout="2bit")`` instead (``n`` = I, weight ``[2I, K]``):
+        ``dot`` row ``2 i + s`` is weight row ``s I + i`` (gate, then up), so a tile of
+        outputs reads one contiguous run of ``dot`` rows, and the epilogue is the operator's
+        ``(max(g, 0) max(g, 0)) u``.
     """
     layout = WeightLayout(layout)
     if layout not in _FORMATS:
         raise ValueError(f"layout must be one of {[str(f) for f in _FORMATS]}, got {layout!r}")
     fmt = _format(layout, act_bits)
+    if gate_up and layout is not WeightLayout.TWO_BIT:
+        raise ValueError(f"the VNNI gate/up needs the 2bit layout, got {layout!r}")
     if not fmt.interleaved and k < _BLOCK:
         raise ValueError(f"k must be at least {_BLOCK} for the VNNI matmul, got {k}")
     i64 = T.int64
@@ -152,11 +165,12 @@ def vnni_matmul(
     KB, CODES, K0 = i64(kb_count), i64(fmt.codes), kb_count * fmt.codes
     tail = 0 if fmt.interleaved else k - K0
     n_pad = -(-n // _ROWS) * _ROWS if fmt.interleaved else n
-    NP = i64(n_pad)
+    n_rows = 2 * n if gate_up else n  # weight rows (and dot rows of the plain layout)
+    NP, NR = i64(2 * n if gate_up else n_pad), i64(n_rows)
     LANES = i64(32 if fmt.digits == 5 else 16)
     XC = i64(fmt.digits * 64 if fmt.folded else fmt.codes)  # x_pack entries per block
     k_head = min(K0, k)  # activations summed into x_sum (the tail is added separately)
-    w_shape = tuple(i64(d) for d in packed_shape(n, k, layout))
+    w_shape = tuple(i64(d) for d in packed_shape(n_rows, k, layout))
 
     def tiles(m):
         return (m + MT - i64(1)) // MT
@@ -166,7 +180,7 @@ def vnni_matmul(
         return T.min(vmo * MT + vmi, m - i64(1))
 
     def rest_shape(m):
-        return (tiles(m), MT, N_) if tail > 0 else (i64(1),)
+        return (tiles(m), MT, NR) if tail > 0 else (i64(1),)
 
     def total(dot, x_sum, rest, vmo, vmi, vn):
         lanes = _tree_sum([dot[vmo, vmi, vn, i64(i)] for i in range(16)])
@@ -178,8 +192,12 @@ def vnni_matmul(
         lanes = lanes - x_sum[vmo, vmi]
         return lanes + rest[vmo, vmi, vn] if tail > 0 else lanes
 
+    def weight_row(vn):
+        """Weight row of ``dot`` row ``vn`` (gate_up: gate and up rows alternate)."""
+        return vn % i64(2) * N_ + vn // i64(2) if gate_up else vn
+
     def tail_code(w, vn, vk):
-        return code_2bit(w[vn, vk // i64(4)], T.Cast("int32", vk % i64(4))) - 1
+        return code_2bit(w[weight_row(vn), vk // i64(4)], T.Cast("int32", vk % i64(4))) - 1
 
     def x_at(x_q, m, vmo, vmi, vk):
         if K0 <= k:  # no padding (2bit: the tail is added separately)
@@ -206,7 +224,15 @@ def vnni_matmul(
         if fmt.interleaved:
             piece = i64(_ROWS * fmt.nbytes)
             return w[vn // i64(_ROWS), vkb * piece + vn % i64(_ROWS) * i64(fmt.nbytes) + b]
-        return w[vn, vkb * i64(fmt.nbytes) + b]
+        return w[weight_row(vn), vkb * i64(fmt.nbytes) + b]
+
+    def scaled(dot, x_sum, rest, x_scale, alpha, vmo, vmi, vn, up):
+        """gate_up: ``float32(acc) x_scale alpha`` of the gate (``up`` 0) or up row of ``vn``."""
+        acc = total(dot, x_sum, rest, vmo, vmi, vn * i64(2) + i64(up))
+        return T.Cast("float32", acc) * x_scale[vmo * MT + vmi, i64(0)] * alpha[up * N_ + vn]
+
+    def glu(gate, up):
+        return (T.max(gate, T.float32(0)) * T.max(gate, T.float32(0))) * up
 
     def stored(m, vmo, vmi, vn):
         in_m = vmo * MT + vmi < m
@@ -217,7 +243,7 @@ def vnni_matmul(
         var_x_q: T.handle,
         var_x_scale: T.handle,
         w: T.Buffer(w_shape, "uint8"),
-        alpha: T.Buffer((N_,), "float32"),
+        alpha: T.Buffer((NR,), "float32"),
         var_y: T.handle,
     ):
         M = T.int64()
@@ -272,7 +298,7 @@ def vnni_matmul(
                         "int32", x_pack[vmo, vmi, vkb, vd * i64(64) + vi % i64(16) * i64(4) + vj]
                     )
         if tail > 0:
-            for mo, mi, nn, kk in T.grid(tiles(M), MT, N_, i64(tail)):
+            for mo, mi, nn, kk in T.grid(tiles(M), MT, NR, i64(tail)):
                 with T.sblock("tail"):
                     vmo, vmi, vn, vk = T.axis.remap("SSSR", [mo, mi, nn, kk])
                     with T.init():
@@ -280,15 +306,25 @@ def vnni_matmul(
                     rest[vmo, vmi, vn] = rest[vmo, vmi, vn] + T.Cast(
                         "int32", x_q[row(M, vmo, vmi), i64(K0) + vk]
                     ) * tail_code(w, vn, i64(K0) + vk)
-        for mo, mi, nn in T.grid(tiles(M), MT, NP):
-            with T.sblock("epilogue"):
-                vmo, vmi, vn = T.axis.remap("SSS", [mo, mi, nn])
-                if stored(M, vmo, vmi, vn):
-                    y[vmo * MT + vmi, vn] = (
-                        T.Cast("float32", total(dot, x_sum, rest, vmo, vmi, vn))
-                        * x_scale[vmo * MT + vmi, i64(0)]
-                        * alpha[vn]
-                    )
+        if gate_up:  # h = (max(g, 0) max(g, 0)) u, the operator's order
+            for mo, mi, nn in T.grid(tiles(M), MT, N_):
+                with T.sblock("epilogue"):
+                    vmo, vmi, vn = T.axis.remap("SSS", [mo, mi, nn])
+                    if vmo * MT + vmi < M:
+                        y[vmo * MT + vmi, vn] = glu(
+                            scaled(dot, x_sum, rest, x_scale, alpha, vmo, vmi, vn, 0),
+                            scaled(dot, x_sum, rest, x_scale, alpha, vmo, vmi, vn, 1),
+                        )
+        else:
+            for mo, mi, nn in T.grid(tiles(M), MT, NP):
+                with T.sblock("epilogue"):
+                    vmo, vmi, vn = T.axis.remap("SSS", [mo, mi, nn])
+                    if stored(M, vmo, vmi, vn):
+                        y[vmo * MT + vmi, vn] = (
+                            T.Cast("float32", total(dot, x_sum, rest, vmo, vmi, vn))
+                            * x_scale[vmo * MT + vmi, i64(0)]
+                            * alpha[vn]
+                        )
 
     return func
 
@@ -299,14 +335,18 @@ def _tree_sum(terms: list) -> tirx.PrimExpr:
     return terms[0]
 
 
-def _schedule(sch: s_tir.Schedule, tile: VnniTile) -> None:
-    """Schedule the VNNI formulation in ``sch`` (made by :func:`vnni_matmul`) with ``tile``."""
+def _schedule(sch: s_tir.Schedule, tile: VnniTile, intrin: str | None = None) -> None:
+    """Schedule the VNNI formulation in ``sch`` (made by :func:`vnni_matmul`) with ``tile``,
+    tensorized with ``intrin`` (default: the layout's ``vpdpbusd`` intrinsic; the AVX2 rule passes
+    its ``vpmaddubsw`` one, which has the same description)."""
     func = sch.mod["main"]
     layout = WeightLayout(str(func.attrs[attrs.LAYOUT]))
     fmt = _format(layout, attrs.get_int(func, attrs.ACT_BITS))
     n, k = attrs.get_int(func, attrs.N), attrs.get_int(func, attrs.K)
     n_pad = -(-n // _ROWS) * _ROWS if fmt.interleaved else n
     rows = split_factor(n_pad, tile.rows)  # a predicated row tile would not tensorize
+    if attrs.get_op(func) in _GATE_UP:  # outputs of a gate and an up row each
+        rows = split_factor(n, max(1, tile.rows // 2))
     epilogue = sch.get_sblock("epilogue")
     mo, mi, nn = sch.get_loops(epilogue)
     n_outer, r = sch.split(nn, [None, rows])
@@ -322,7 +362,7 @@ def _schedule(sch: s_tir.Schedule, tile: VnniTile) -> None:
         d_mi, d_r, kb, inner = loops[-6], loops[-5], loops[-4], loops[-3]
     sch.reorder(kb, d_r, d_mi, inner)
     init = sch.decompose_reduction(dot, kb)
-    sch.tensorize(sch.blockize(inner), fmt.intrin)
+    sch.tensorize(sch.blockize(inner), intrin or fmt.intrin)
     for loop in (d_r, d_mi):
         sch.unroll(loop)
     sch.vectorize(sch.get_loops(init)[-1])
@@ -342,7 +382,7 @@ def schedule_vnni_matmul(func: tirx.PrimFunc, tile: VnniTile) -> s_tir.Schedule:
     """
     n, k = attrs.get_int(func, attrs.N), attrs.get_int(func, attrs.K)
     layout, act_bits = str(func.attrs[attrs.LAYOUT]), attrs.get_int(func, attrs.ACT_BITS)
-    kernel = vnni_matmul(n, k, tile.mt, layout, act_bits)
+    kernel = vnni_matmul(n, k, tile.mt, layout, act_bits, attrs.get_op(func) in _GATE_UP)
     sch = s_tir.Schedule(kernel.with_attrs(dict(func.attrs)))
     _schedule(sch, tile)
     return sch
@@ -396,9 +436,12 @@ class VnniMatmul(BitnetCPURule):
     layouts, ``K < 64`` in the ``2bit`` layout, ``base3_vnni`` without GFNI and every other
     PrimFunc.  INT4 and INT8
     activations run the same kernel (both are int8 codes; ``vpdpbusd`` needs no narrower type).
+    Also the prefill (``bitnet.m_hint > max_decode_m``) ``ternary_int{4,8}_gate_up`` in ``2bit``
+    (every up row computed; decode goes to the gate-first
+    :class:`~bitnet_tvm.schedules.cpu.vnni_gate_up.VnniGateUp`).
     """
 
-    ops = _DENSE
+    ops = _DENSE + _GATE_UP
     Knobs = VnniKnobs
     structural_knobs = ("prefill_mt", "max_decode_m")
 
@@ -409,6 +452,11 @@ class VnniMatmul(BitnetCPURule):
         layout = str(func.attrs[attrs.LAYOUT])
         if layout not in {str(f) for f in _FORMATS}:
             return False
+        if attrs.get_op(func) in _GATE_UP:  # prefill only (decode: VnniGateUp, gate first)
+            m_hint = attrs.get_int(func, attrs.M_HINT)
+            prefill = m_hint is not None and m_hint > self.knobs.max_decode_m
+            if layout != WeightLayout.TWO_BIT or not prefill:
+                return False
         if layout == WeightLayout.BASE3_VNNI and not has_llvm_features(target, "gfni"):
             return False
         return _FORMATS[WeightLayout(layout)].interleaved or attrs.get_int(func, attrs.K) >= _BLOCK
@@ -418,7 +466,8 @@ class VnniMatmul(BitnetCPURule):
         n, k = attrs.get_int(func, attrs.N), attrs.get_int(func, attrs.K)
         mt = knobs.tile(attrs.get_int(func, attrs.M_HINT)).mt
         layout, act_bits = str(func.attrs[attrs.LAYOUT]), attrs.get_int(func, attrs.ACT_BITS)
-        return vnni_matmul(n, k, mt, layout, act_bits).with_attrs(dict(func.attrs))
+        gate_up = attrs.get_op(func) in _GATE_UP
+        return vnni_matmul(n, k, mt, layout, act_bits, gate_up).with_attrs(dict(func.attrs))
 
     def schedule(self, sch: s_tir.Schedule, knobs: VnniKnobs) -> None:
         """Tile, tensorize and parallelize the formulation in ``sch``."""

@@ -114,6 +114,8 @@ def test_knobs():
         LutKnobs(rows=0)
     with pytest.raises(ValueError, match=r"LutKnobs\.kc must be at most 3"):
         LutKnobs(kc=4)
+    with pytest.raises(ValueError, match=r"LutKnobs\.m_block must be an int >= 0"):
+        LutKnobs(m_block=-1)
     with pytest.raises(ValueError, match="kc must be an int in"):
         lut_intrin(0)
     space = LutGemm().knob_space(_int4(32, 256), VBMI)
@@ -122,10 +124,10 @@ def test_knobs():
 
 
 def test_tuner_knob_spaces():
-    """mt and kc change the formulation (a workload per pair); rows, kblock are sampled."""
+    """mt, kc and m_block change the formulation (a workload each); rows, kblock are sampled."""
     func = _int4(40, 421, layout="2bit_vnni")
     spaces = knob_spaces(LutGemm(), func, VBMI)
-    assert len(spaces) == 12
+    assert len(spaces) == 4 * 3 * 2  # m_block: 0 (from the tables' bytes) or 64 (< M = 128)
     assert {name for name, _ in spaces[0].sampled} == {"rows", "kblock"}
     for space in (spaces[0], spaces[-1]):
         sch = s_tir.Schedule(space.workload(func))
@@ -176,15 +178,50 @@ def test_exact(threads, n, k, layout, knobs):
     _check(n, k, layout, knobs, (1, 17, 130), seed=n * k)
 
 
+def _parallel_loops(func, knobs=None):
+    return LutGemm(knobs).apply(func, VBMI, False).mod["main"].script().count("T.parallel(")
+
+
+def test_m_blocks_chosen_from_table_bytes():
+    """Default m_block: down 2560x6912 at M=512 has 28 MiB of tables (blocked: the repack runs
+    in its own parallel loop, then the M blocks); 13824x2560 at M=512 (10 MiB) and M=128 not."""
+    assert _parallel_loops(_int4(2560, 6912, m_hint=512)) == 3
+    assert _parallel_loops(_int4(2560, 6912, m_hint=128)) == 2
+    assert _parallel_loops(_int4(13824, 2560, m_hint=512, layout="2bit_vnni")) == 2
+    assert _parallel_loops(_int4(40, 421), LutKnobs(m_block=64)) == 3
+
+
 @needs_vbmi
-@pytest.mark.parametrize("i, k", [(13, 421), (40, 2560 + 64)], ids=["13x421", "40x2624"])
-def test_gate_up_exact(threads, i, k):
+@pytest.mark.parametrize(
+    "n, k, layout, knobs",
+    [
+        (13, 421, "2bit", LutKnobs(rows=2, mt=3, kc=2, m_block=32)),  # 27 blocks: kc 2 -> 1
+        (40, 2560 + 64, "2bit_vnni", LutKnobs(kc=3, m_block=16)),  # 164 blocks: kc 3 -> 2
+    ],
+    ids=["13x421-mt3", "40x2624-vnni"],
+)
+def test_m_blocks_exact(threads, n, k, layout, knobs):
+    """M blocks (m_hint 128 > m_block): M = 1, 17, 130 end in a partial (predicated) block."""
+    _check(n, k, layout, knobs, (1, 17, 130), seed=n + k)
+
+
+@needs_vbmi
+@pytest.mark.parametrize(
+    "i, k, knobs",
+    [
+        (13, 421, LutKnobs(rows=4, kc=2)),
+        (40, 2560 + 64, LutKnobs(rows=4, kc=2)),
+        (40, 2560 + 64, LutKnobs(rows=4, kc=2, m_block=8)),  # M blocks
+    ],
+    ids=["13x421", "40x2624", "40x2624-mblocks"],
+)
+def test_gate_up_exact(threads, i, k, knobs):
     """The fused gate/up: gate and up groups paired per tile, ReLU^2 GLU in the operator's order."""
     rng = np.random.default_rng(i * k)
     q_w = rng.integers(-1, 2, (2 * i, k)).astype(np.int8)
     alpha = rng.random(2 * i).astype(np.float32)
     func = ternary_gate_up(i, k, act_bits=4).with_attr(attrs.M_HINT, 64)
-    sch = LutGemm(LutKnobs(rows=4, kc=2)).apply(func, VBMI, False)
+    sch = LutGemm(knobs).apply(func, VBMI, False)
     kernel = tvm.compile(sch.mod, target=VBMI)["main"]
     for m in (1, 17):
         x_q = rng.integers(-8, 8, (m, k)).astype(np.int8)
