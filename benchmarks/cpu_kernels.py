@@ -2,13 +2,17 @@
 
 One run measures, on this machine and in this process:
 
-* read bandwidth, STREAM-like (a TVM parallel vectorized int32 sum over >= 256 MiB, 1 and 2
-  threads; NumPy's single-threaded sum for reference) -- the roof for the decode GEMVs;
+* read bandwidth, STREAM-like (:func:`bitnet_tvm.bench.roofline.read_bandwidth`: a TVM
+  parallel int32 sum over 512 MiB in eight streams per chunk, 1 and 2 threads; NumPy's
+  single-threaded sum for reference) -- the roof for the decode GEMVs (``%DRAM``) -- and peak
+  int8 ``vpdpbusd`` throughput (:func:`~bitnet_tvm.bench.roofline.peak_int8_ops`);
 * NumPy/OpenBLAS float32 ``x @ W.T``;
 * ONNX Runtime int8 ``MatMulInteger`` (uint8 activations with zero point x int8 weights);
 * our ternary matmul with INT8 and with INT4 activations in the layout the CPU rules select
   (AVX-512 VNNI: row-interleaved ``2bit_vnni``), INT8 with 1.6-bit weights (``base3_vnni``),
   and the generic (pre-VNNI) schedule on plain ``2bit`` for reference (M <= 128);
+* INT8 on an AVX2-only target (``x86-64-v3``: the ``vpmaddubsw`` decode kernel,
+  :class:`~bitnet_tvm.schedules.cpu.avx2_matmul.Avx2Matmul`), M <= 8, where the host has AVX2;
 * the fused gate/up (gate first, ~half the up rows skipped) on the gate/up shapes at M=1;
 * the sparse INT8 GEMV of the ``down`` shapes at 85 % zero activations.
 
@@ -37,6 +41,7 @@ import os
 os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
 
 import argparse
+import contextlib
 import ctypes
 import glob
 import json
@@ -49,14 +54,15 @@ from pathlib import Path
 
 import numpy as np
 import tvm
-from tvm import s_tir
 from tvm.s_tir.dlight import ApplyDefaultSchedule
 from tvm.script import tirx as T
 
 from bitnet_tvm.atomic import atomic_open
+from bitnet_tvm.bench.roofline import peak_int8_ops, read_bandwidth
 from bitnet_tvm.machine import cpu_model
 from bitnet_tvm.schedules import attrs
 from bitnet_tvm.schedules.cpu import (
+    Avx2Knobs,
     NormQuantize,
     SparseGemv,
     TernaryGemm,
@@ -175,37 +181,6 @@ def copies_for(nbytes: int, cold: bool) -> int:
 
 
 # ------------------------------------------------------------------ read bandwidth
-def _sum_kernel(rows: int, cols: int) -> tvm.IRModule:
-    @T.prim_func(s_tir=True)
-    def read_sum(a: T.Buffer((rows, cols), "int32"), out: T.Buffer((rows, 64), "int32")):
-        for r, c, lane in T.grid(rows, cols // 64, 64):
-            with T.sblock("sum"):
-                vr, vc, vl = T.axis.remap("SRS", [r, c, lane])
-                with T.init():
-                    out[vr, vl] = 0
-                out[vr, vl] = out[vr, vl] + a[vr, vc * 64 + vl]
-
-    sch = s_tir.Schedule(read_sum)
-    block = sch.get_sblock("sum")
-    r, c, lane = sch.get_loops(block)
-    sch.parallel(r)
-    sch.vectorize(lane)
-    sch.decompose_reduction(block, c)
-    return sch.mod
-
-
-def read_bandwidth(threads: int, mib: int) -> float:
-    """GB/s of a parallel vectorized int32 sum over ``mib`` MiB (best of 10)."""
-    cols = 4096
-    rows = (mib << 20) // (4 * cols)
-    ex = tvm.compile(_sum_kernel(rows, cols), target=host_target(threads))
-    a = tvm.runtime.tensor(np.ones((rows, cols), np.int32))
-    out = tvm.runtime.tensor(np.zeros((rows, 64), np.int32))
-    set_threads(threads)
-    timer = ex.mod.time_evaluator("main", tvm.cpu(), number=1, repeat=10)
-    return rows * cols * 4 / min(timer(a, out).results) / 1e9
-
-
 def numpy_read_bandwidth(mib: int) -> float:
     """GB/s of ``np.sum`` (one thread) over ``mib`` MiB of float32 (best of 5)."""
     a = np.ones((mib << 20) // 4, np.float32)
@@ -262,8 +237,15 @@ def ort_int8(n, k, m, cold, budget, threads) -> tuple[float, float, int]:
 GENERIC_RULES = [TernaryGemv(), TernaryGemm(), SparseGemv(), NormQuantize()]
 GENERIC_IMPL = "ours int4 generic (pre-VNNI)"
 BASE3_IMPL = "ours int8 1.6-bit ternary"
+BASE3_INT4_IMPL = "ours int4 1.6-bit ternary"
 SPARSE_IMPL = f"ours sparse int8 {SPARSE_ZEROS:.0%} zeros"
 GATE_UP_IMPL = "ours int8 gate_up, gate first"
+AVX2_IMPL = "ours int8 AVX2"
+
+
+def avx2_target(threads: int) -> tvm.target.Target:
+    """An AVX2-only target (no AVX-512): the ``Avx2Matmul`` decode kernel on this host."""
+    return tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": threads})
 
 
 def _compile(func, target, rules):
@@ -272,11 +254,14 @@ def _compile(func, target, rules):
     return tvm.compile(mod, target=target)
 
 
-def tvm_ternary(n, k, m, cold, budget, threads, act_bits, rules, kind="dense", base3=False):
+def tvm_ternary(
+    n, k, m, cold, budget, threads, act_bits, rules, kind="dense", base3=False, target=None
+):
     """Our scheduled ternary matmul in the layout ``select_layout`` picks for ``kind``
-    (``"sparse"``: the sparse GEMV; ``"generic"``: plain 2-bit rows); ``base3``: 1.6 bits."""
+    (``"sparse"``: the sparse GEMV; ``"generic"``: plain 2-bit rows); ``base3``: 1.6 bits;
+    ``target``: instead of the host's (e.g. :func:`avx2_target`)."""
     rng = np.random.default_rng(0)
-    target = host_target(threads)
+    target = target if target is not None else host_target(threads)
     q_w = rng.integers(-1, 2, (n, k)).astype(np.int8)
     sparse = kind == "sparse"
     if sparse:
@@ -352,8 +337,10 @@ def measure(args) -> tuple[list[Row], dict]:
     threads_list = [2] if args.quick else args.threads
     budget = 0.1 if args.quick else args.budget
     mib = 256
-    bw = {t: read_bandwidth(t, mib) for t in sorted(set(threads_list) | {1})}
+    bw = {t: read_bandwidth(t) for t in sorted(set(threads_list) | {1})}
     extra = {"read_gbs": bw, "numpy_sum_gbs_1thread": numpy_read_bandwidth(mib)}
+    with contextlib.suppress(RuntimeError):  # no VNNI: no int8 roof
+        extra["int8_peak_gops"] = {t: peak_int8_ops(t) / 1e9 for t in bw}
     extra["call_overhead_us"] = call_overhead_us()
     rows: list[Row] = []
     for threads in threads_list:
@@ -384,12 +371,23 @@ def measure(args) -> tuple[list[Row], dict]:
                         BASE3_IMPL,
                         tvm_ternary(n, k, m, cold, budget, threads, 8, cpu_rules(), base3=True),
                     )
+                    add(
+                        BASE3_INT4_IMPL,
+                        tvm_ternary(n, k, m, cold, budget, threads, 4, cpu_rules(), base3=True),
+                    )
                     if m == 1 or (m <= 128 and not args.quick):
                         add(
                             GENERIC_IMPL,
                             tvm_ternary(
                                 n, k, m, cold, budget, threads, 4, GENERIC_RULES, "generic"
                             ),
+                        )
+                    if "avx2" in cpu_flags()[1] and m <= Avx2Knobs().max_decode_m:
+                        target = avx2_target(threads)
+                        rules = cpu_rules()
+                        add(
+                            AVX2_IMPL,
+                            tvm_ternary(n, k, m, cold, budget, threads, 8, rules, target=target),
                         )
                     if "gate/up" in name and m == 1:
                         add(GATE_UP_IMPL, tvm_gate_up(n, k, cold, budget, threads))
@@ -447,12 +445,15 @@ def targets(rows: list[Row], bw: dict) -> list[dict]:
                 }
             )
     index = {(r.shape, r.m, r.threads, r.mode, r.impl): r for r in rows}
+    base3_vs_2bit = {BASE3_IMPL: "ours int8 ternary", BASE3_INT4_IMPL: "ours int4 ternary"}
     for r in rows:
-        two = index.get((r.shape, r.m, r.threads, r.mode, "ours int8 ternary"))
-        if r.impl == BASE3_IMPL and r.m == 1 and two is not None:
+        two = index.get((r.shape, r.m, r.threads, r.mode, base3_vs_2bit.get(r.impl)))
+        if r.impl in base3_vs_2bit and r.m == 1 and two is not None:
+            bits = r.impl.split()[1]  # like with like: int4 1.6-bit vs int4 2-bit
             out.append(
                 {
-                    "goal": f"1.6-bit no slower than 2-bit: {r.shape} t={r.threads} {r.mode}",
+                    "goal": f"{bits} 1.6-bit no slower than {bits} 2-bit: {r.shape} "
+                    f"t={r.threads} {r.mode}",
                     "ratio_2bit_over_1p6bit": two.us / r.us,
                     "met": r.us <= two.us,
                 }

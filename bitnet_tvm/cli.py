@@ -70,6 +70,7 @@ def _cmd_compile(args: argparse.Namespace) -> dict:
         model_info=info,
         lm_head=args.lm_head,
         tuning_db=args.tuning_db,
+        weights=args.weights,
     )
     path = compiled.save(args.output)
     print(compiled.report, file=sys.stderr)
@@ -204,6 +205,7 @@ def artifact_info(path: str | Path) -> dict[str, Any]:
         "layers": report.get("layers", []),
         "unfused_matmuls": report.get("unfused_matmuls", 0),
         "layouts": layouts,
+        "weights": meta.get("weights", "2bit"),
         "params": params,
         "param_bytes": param_bytes,
         "library_bytes": library_bytes,
@@ -255,6 +257,8 @@ def _format_info(info: dict[str, Any]) -> str:
     lines.append(
         "layouts    " + (", ".join(f"{k} x{v}" for k, v in info["layouts"].items()) or "none")
     )
+    packed = info["params"].get(_param_kind(np.dtype(np.uint8), ()), {"bytes": 0})["bytes"]
+    lines.append(f"weights    {info['weights']} ternary, {_mib(packed)} packed")
     lines.append("parameters")
     for kind, entry in info["params"].items():
         lines.append(f"  {kind:<38} {entry['count']:>4} arrays  {_mib(entry['bytes'])}")
@@ -329,6 +333,12 @@ def _build_parser() -> argparse.ArgumentParser:
         choices=("fp32", "int8"),
         default="fp32",
         help="int8: quantize the LM head (weight per vocabulary row, activation per token)",
+    )
+    comp.add_argument(
+        "--weights",
+        choices=("2bit", "1.6bit"),
+        default="2bit",
+        help="ternary weight storage: 2bit (4 per byte) or 1.6bit (5 per byte, base 3)",
     )
     comp.add_argument(
         "--config",

@@ -20,6 +20,7 @@ from bitnet_tvm.relay_passes.quantize_kv_cache import packed_kv_io
 from bitnet_tvm.relay_passes.quantize_lm_head import LM_HEAD_CHOICES
 from bitnet_tvm.report import CompileReport, collect_report
 from bitnet_tvm.runtime import FORMAT_VERSION, CompiledModel
+from bitnet_tvm.schedules.selection import check_weights
 from bitnet_tvm.schedules.target import host_target
 from bitnet_tvm.schemes import QuantScheme, get_scheme
 from bitnet_tvm.weight_import import import_compact
@@ -72,6 +73,7 @@ def compile_model(
     rewrite: bool = True,
     tuning_db: str | os.PathLike[str] | None = None,
     lm_head: str = "fp32",
+    weights: str = "2bit",
 ) -> CompiledModel:
     """Compile an ONNX BitNet model for ``target``.
 
@@ -103,6 +105,11 @@ def compile_model(
         ``"int8"`` quantizes the LM head (the float matmul producing the logits): weight per
         vocabulary row, activation per token, both absmax INT8
         (:mod:`bitnet_tvm.relay_passes.quantize_lm_head`); a quarter of its bytes.
+    weights : {"2bit", "1.6bit"}
+        Storage of the ternary weights: 2 bits (4 per byte), or 1.6 bits (5 per byte, base 3:
+        ``base3_vnni`` for the dense matmuls and the gate/up on AVX-512 VNNI + GFNI CPUs,
+        ``base3`` elsewhere, ``base3_kmajor`` for the sparse o_proj/down), 20% fewer weight
+        bytes.  Same numerics (bit-identical outputs).
 
     Returns
     -------
@@ -113,6 +120,8 @@ def compile_model(
         raise ValueError(f"lm_head must be one of {LM_HEAD_CHOICES}, got {lm_head!r}")
     if lm_head != "fp32" and not rewrite:
         raise ValueError(f"lm_head={lm_head!r} needs rewrite=True (it is a graph pass)")
+    if check_weights(weights) != "2bit" and not rewrite:
+        raise ValueError(f"weights={weights!r} needs rewrite=True (it is a graph pass)")
     start = time.perf_counter()
     tvm_target = resolve_target(target)
     scheme_obj = get_scheme(scheme) if scheme is not None else None
@@ -127,7 +136,12 @@ def compile_model(
         return _compile_unrewritten(mod, tvm_target, inputs, outputs, model_info)
     log.info("[2/4] graph passes (target %s, scheme %s)", tvm_target.kind.name, scheme or "graph")
     mod = run_graph_passes(
-        mod, tvm_target, scheme_obj, Path(dump_dir) if dump_dir else None, lm_head=lm_head
+        mod,
+        tvm_target,
+        scheme_obj,
+        Path(dump_dir) if dump_dir else None,
+        lm_head=lm_head,
+        weights=weights,
     )
     inputs, outputs, kv_cache = packed_kv_io(mod, inputs, outputs)  # packed KV cache I/O
     report = collect_report(mod)
@@ -144,6 +158,7 @@ def compile_model(
     if kv_cache is not None:
         metadata["kv_cache"] = kv_cache.to_metadata()
     metadata["lm_head"] = lm_head
+    metadata["weights"] = weights
     # The lifted params are views of the module's constants; CompiledModel copies each into a
     # runtime tensor.  Handing them over one at a time frees each constant once it is copied,
     # so the weights are not held twice (3+ GB for 2B-class models).

@@ -83,7 +83,7 @@ __all__ = [
 
 EPS = 1e-5
 _F32 = np.float32
-PackingFormat = Literal["2bit", "2bit_hf", "base3", "2bit_vnni", "base3_vnni"]
+PackingFormat = Literal["2bit", "2bit_hf", "base3", "2bit_vnni", "base3_vnni", "base3_mulshift"]
 
 
 # --------------------------------------------------------------------------- validation
@@ -618,6 +618,32 @@ def pack_ternary_base3_vnni(q: np.ndarray) -> np.ndarray:
     return _interleave_rows(rows.reshape(codes.shape[0], -1), 64)
 
 
+def pack_ternary_base3_mulshift(q: np.ndarray) -> np.ndarray:
+    """Pack ternary codes 5 per byte along the last axis in TQ1_0's multiply-shift form.
+
+    Byte ``b`` holds the codes ``c_d = q[..., 5 b + d] + 1`` (``d < 5``; K padded with zero
+    weights) as ``ceil(256 * v / 243)``, ``v = sum_d c_d 3**(4 - d)``: digit ``d`` is
+    ``(3 * t_d) >> 8`` with ``t_d = byte * 3**d mod 256`` (as :func:`pack_ternary_base3_vnni`,
+    without the row interleaving), so ``256 c_d = 3 t_d - t_(d+1)``.
+
+    Returns
+    -------
+    ndarray of uint8, shape ``[..., ceil(K / 5)]``
+    """
+    codes = _pad_last(_ternary(q).astype(np.int64) + 1, 5, 1)
+    value = codes.reshape(*codes.shape[:-1], -1, 5) @ 3 ** np.arange(4, -1, -1)
+    return (-(-value * 256 // 243)).astype(np.uint8)
+
+
+def unpack_ternary_base3_mulshift(packed: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Invert :func:`pack_ternary_base3_mulshift`; ``shape`` is the logical (unpadded) shape."""
+    packed = _packed(packed)
+    shape = _check_shape(packed, shape, 5, -1)
+    digits = np.swapaxes(_base3_vnni_digits(packed), -1, -2)  # [..., bytes, 5]
+    codes = digits.reshape(*packed.shape[:-1], -1)[..., : shape[-1]]
+    return (codes.astype(np.int8) - np.int8(1)).reshape(shape)
+
+
 def unpack_ternary_base3_vnni(packed: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Invert :func:`pack_ternary_base3_vnni`; ``shape`` is ``(N, K)``."""
     rows = _deinterleave_rows(packed, shape, VNNI_BLOCK_BASE3, 64)
@@ -632,6 +658,7 @@ _PACKERS = {
     "base3": (pack_ternary_base3, unpack_ternary_base3),
     "2bit_vnni": (pack_ternary_2bit_vnni, unpack_ternary_2bit_vnni),
     "base3_vnni": (pack_ternary_base3_vnni, unpack_ternary_base3_vnni),
+    "base3_mulshift": (pack_ternary_base3_mulshift, unpack_ternary_base3_mulshift),
 }
 
 

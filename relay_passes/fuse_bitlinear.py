@@ -33,7 +33,7 @@ import tvm
 from tvm import relax
 
 from bitnet_tvm.errors import UnsupportedGraphError
-from bitnet_tvm.schedules.selection import select_layout
+from bitnet_tvm.schedules.selection import check_weights, select_layout
 from bitnet_tvm.schemes import QuantScheme, WeightFormat
 
 from .emit import MatmulSpec, emit_bitlinear, emit_like
@@ -121,10 +121,13 @@ def require_ternary(mod: tvm.IRModule, scheme: QuantScheme | None) -> None:
 
 @relax.expr_functor.mutator
 class _Rewriter(relax.PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, plan: dict, target: tvm.target.Target) -> None:
+    def __init__(
+        self, mod: tvm.IRModule, plan: dict, target: tvm.target.Target, base3: bool
+    ) -> None:
         super().__init__(mod)
         self.plan = plan
         self.target = target
+        self.base3 = base3
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
         item = self.plan.get(binding.var)
@@ -135,7 +138,7 @@ class _Rewriter(relax.PyExprMutator):
         sparse = act.bits == 8 and site.site in ("o", "down")
         kind = "sparse" if sparse else "dense"
         n, k = match.q_w.shape
-        spec = MatmulSpec(kind, n, k, act.bits, select_layout(kind, self.target))
+        spec = MatmulSpec(kind, n, k, act.bits, select_layout(kind, self.target, base3=self.base3))
         alpha = np.full((n,), match.alpha, dtype=np.float32)
         x = self.visit_expr(match.act.source)
         value = emit_bitlinear(
@@ -154,11 +157,20 @@ class FuseBitLinear:
         Decides the packed weight layout of each operator.
     scheme : QuantScheme or None
         Replace each site's activation quantizer by the scheme's; None keeps the graph's.
+    weights : {"2bit", "1.6bit"}
+        Storage of every ternary weight: 2 bits (4 per byte) or 1.6 bits (5 per byte, base 3;
+        ``select_layout(..., base3=True)``).  The numerics are the same.
     """
 
-    def __init__(self, target: tvm.target.Target, scheme: QuantScheme | None = None) -> None:
+    def __init__(
+        self,
+        target: tvm.target.Target,
+        scheme: QuantScheme | None = None,
+        weights: str = "2bit",
+    ) -> None:
         self.target = target
         self.scheme = scheme
+        self.base3 = check_weights(weights) == "1.6bit"
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         for gvar, func in list(mod.functions_items()):
@@ -174,6 +186,6 @@ class FuseBitLinear:
                 if self.scheme is not None and self.scheme.site(site.site).enabled:
                     act = self.scheme.site(site.site)
                 plan[match.root] = (match, act, site)
-            rewriter = _Rewriter(mod, plan, self.target)
+            rewriter = _Rewriter(mod, plan, self.target, self.base3)
             mod = apply_rewriter(rewriter, gvar, func)
         return mod

@@ -12,7 +12,9 @@ After (per-column alpha keeps the three weight scales)::
     qkv = call_tir(ternary_matmul, [xq, xs, concat(Wq, Wk, Wv), concat(aq, ak, av)])
     q, k, v = strided_slice(qkv, ...)
 
-Gate/up pairs whose outputs only feed ``relu(gate)**2 * up`` (spelled ``square``, ``power 2``
+Gate/up pairs in a layout no gate/up kernel reads fast (``gate_up_unfused``: 1.6-bit
+``base3_vnni``) are concatenated like QKV instead (one dense VNNI matmul, the GLU elementwise).
+Other gate/up pairs whose outputs only feed ``relu(gate)**2 * up`` (spelled ``square``, ``power 2``
 or ``multiply(r, r)`` of ``relu``) become one ``ternary_gate_up`` whose epilogue computes the
 GLU; the kernel computes gate first and can skip an up row where ``relu(gate)`` is zero::
 
@@ -28,8 +30,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from bitnet_tvm.reference import unpack_ternary
-from bitnet_tvm.schedules.selection import gate_up_layout
+from bitnet_tvm.schedules.layouts import unpack_weight
+from bitnet_tvm.schedules.selection import gate_up_layout, gate_up_unfused
 
 from .emit import MatmulSpec, emit_like, emit_matmul, read_spec
 from .fuse_bitlinear import users_of
@@ -41,10 +43,7 @@ __all__ = ["FuseProjections"]
 def _codes(g: GraphView, call: relax.Call, spec: MatmulSpec) -> tuple[np.ndarray, np.ndarray]:
     packed = g.constant(call.args[1].fields[2])
     alpha = g.constant(call.args[1].fields[3])
-    shape = (spec.weight_rows, spec.k)
-    if spec.layout.value == "2bit_kmajor":
-        return unpack_ternary(packed, shape[::-1], "2bit").T.copy(), alpha
-    return unpack_ternary(packed, shape, spec.layout.value), alpha
+    return unpack_weight(packed, spec.weight_rows, spec.k, spec.layout), alpha
 
 
 def _glu(g: GraphView, users: dict, gate: relax.Var, up: relax.Var) -> relax.Var | None:
@@ -143,7 +142,11 @@ class FuseProjections:
             if len(members) < 2:
                 continue
             glu = _glu(g, users, members[0][0], members[1][0]) if len(members) == 2 else None
-            if glu is not None:
+            if glu is not None and gate_up_unfused(members[0][1].layout):
+                # One dense matmul of [W_gate; W_up], the GLU left to elementwise ops.
+                replace_at[members[0][0]] = _concat(g, members, "gate_up_proj")
+                drop.update(m[0] for m in members[1:])
+            elif glu is not None:
                 # The GLU product is bound after both projections; they become dead code.
                 replace_at[glu] = _gate_up(g, members, glu)
             else:
@@ -163,7 +166,7 @@ def _fused_name(members: list[Member], suffix: str) -> str:
     return f"{prefix}_{suffix}" if prefix.startswith("layers_") else suffix
 
 
-def _concat(g: GraphView, members: list[Member]) -> Build:
+def _concat(g: GraphView, members: list[Member], suffix: str = "qkv_proj") -> Build:
     codes = [_codes(g, call, spec) for _, spec, call in members]
     q_w = np.concatenate([c[0] for c in codes])
     alpha = np.concatenate([c[1] for c in codes])
@@ -172,7 +175,7 @@ def _concat(g: GraphView, members: list[Member]) -> Build:
 
     def build(bb: relax.BlockBuilder, visit: Callable) -> dict:
         xq, xs = (visit(a) for a in members[0][2].args[1].fields[:2])
-        y = emit_matmul(bb, xq, xs, spec, q_w, alpha, _fused_name(members, "qkv_proj"))
+        y = emit_matmul(bb, xq, xs, spec, q_w, alpha, _fused_name(members, suffix))
         out, start = {}, 0
         for var, member_spec, _ in members:
             end = start + member_spec.n

@@ -35,12 +35,16 @@ __all__ = ["graph_phases", "lowering_pipeline", "run_graph_passes"]
 
 
 def graph_phases(
-    target: tvm.target.Target, scheme: QuantScheme | None = None, lm_head: str = "fp32"
+    target: tvm.target.Target,
+    scheme: QuantScheme | None = None,
+    lm_head: str = "fp32",
+    weights: str = "2bit",
 ) -> list[tuple[str, list[tvm.transform.Pass]]]:
     """Phases 1-2: the BitNet-specific rewrites, target-aware only through the weight layout.
 
     ``lm_head="int8"`` adds :class:`QuantizeLMHead` before ``FuseNormQuantize`` (which then folds
-    the final RMSNorm into the head's quantizer).
+    the final RMSNorm into the head's quantizer).  ``weights="1.6bit"`` stores every ternary
+    weight 5 per byte (see :class:`FuseBitLinear`).
     """
     if lm_head not in LM_HEAD_CHOICES:
         raise ValueError(f"lm_head must be one of {LM_HEAD_CHOICES}, got {lm_head!r}")
@@ -50,7 +54,7 @@ def graph_phases(
         (
             "bitlinear",
             [
-                FuseBitLinear(target, scheme),
+                FuseBitLinear(target, scheme, weights),
                 relax.transform.EliminateCommonSubexpr(),
                 FuseProjections(),
                 *head,
@@ -68,9 +72,11 @@ def run_graph_passes(
     scheme: QuantScheme | None = None,
     dump_dir: Path | None = None,
     lm_head: str = "fp32",
+    weights: str = "2bit",
 ) -> tvm.IRModule:
     """Run phases 1-2 on ``mod``, optionally writing ``<dump_dir>/<n>_<phase>.py`` after each."""
-    for index, (name, passes) in enumerate(graph_phases(target, scheme, lm_head), start=1):
+    phases = graph_phases(target, scheme, lm_head, weights)
+    for index, (name, passes) in enumerate(phases, start=1):
         if name == "bitlinear":
             require_ternary(mod, scheme)  # a clear ValueError, not an FFI RuntimeError
             if lm_head == "int8":

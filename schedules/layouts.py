@@ -13,7 +13,7 @@ import numpy as np
 
 from bitnet_tvm import reference
 
-__all__ = ["WeightLayout", "pack_weight", "packed_shape"]
+__all__ = ["WeightLayout", "pack_weight", "packed_shape", "unpack_weight"]
 
 
 class WeightLayout(StrEnum):
@@ -26,6 +26,10 @@ class WeightLayout(StrEnum):
       rows whose activation is non-zero).
     * ``base3``: :func:`reference.pack_ternary_base3` of ``W``: uint8 ``[N, ceil(K / 5)]``,
       element ``(n, k)`` is digit ``k % 5`` (base 3) of byte ``[n, k // 5]``.
+    * ``base3_kmajor``: :func:`reference.pack_ternary_base3_mulshift` of ``W.T``: uint8
+      ``[K, ceil(N / 5)]``, 1.6 bits per weight, each row of ``W^T`` contiguous (the sparse
+      operator's layout with 1.6-bit weights); element ``(n, k)`` is multiply-shift digit
+      ``n % 5`` of byte ``[k, n // 5]`` (linear in bytes a ``vpdpbusd`` can take).
     * ``2bit_vnni``: :func:`reference.pack_ternary_2bit_vnni`: uint8
       ``[ceil(N / 16), ceil(K / 64) * 256]``, groups of 16 rows interleaved per 16-byte block
       (one linear stream per register tile of the VNNI decode kernel).
@@ -39,16 +43,25 @@ class WeightLayout(StrEnum):
     BASE3 = "base3"
     TWO_BIT_VNNI = "2bit_vnni"
     BASE3_VNNI = "base3_vnni"
+    BASE3_KMAJOR = "base3_kmajor"
 
     @property
     def codes_per_byte(self) -> int:
         """Ternary codes stored per byte."""
-        return 5 if self in (WeightLayout.BASE3, WeightLayout.BASE3_VNNI) else 4
+        return 5 if self in _BASE3 else 4
 
     @property
     def k_major(self) -> bool:
         """Whether the packed matrix is ``W^T`` (rows indexed by K)."""
-        return self is WeightLayout.TWO_BIT_KMAJOR
+        return self in (WeightLayout.TWO_BIT_KMAJOR, WeightLayout.BASE3_KMAJOR)
+
+    @property
+    def row_format(self) -> str:
+        """The :func:`reference.pack_ternary` format of every row (of ``W``, or of ``W^T`` for
+        a K-major layout) before any interleaving."""
+        if self is WeightLayout.BASE3_KMAJOR:
+            return "base3_mulshift"
+        return "base3" if self in _BASE3 else "2bit"
 
     @property
     def vnni_block(self) -> int | None:
@@ -56,6 +69,7 @@ class WeightLayout(StrEnum):
         return _VNNI_BLOCK.get(self)
 
 
+_BASE3 = frozenset({WeightLayout.BASE3, WeightLayout.BASE3_VNNI, WeightLayout.BASE3_KMAJOR})
 _VNNI_BLOCK = {
     WeightLayout.TWO_BIT_VNNI: reference.VNNI_BLOCK_2BIT,
     WeightLayout.BASE3_VNNI: reference.VNNI_BLOCK_BASE3,
@@ -99,5 +113,13 @@ def pack_weight(q_w: np.ndarray, layout: WeightLayout | str) -> np.ndarray:
     if layout is WeightLayout.BASE3_VNNI:
         return reference.pack_ternary_base3_vnni(q_w)
     if layout.k_major:
-        return reference.pack_ternary_2bit(np.ascontiguousarray(q_w.T))
+        return reference.pack_ternary(np.ascontiguousarray(q_w.T), layout.row_format)
     return reference.pack_ternary_2bit(q_w)
+
+
+def unpack_weight(packed: np.ndarray, n: int, k: int, layout: WeightLayout | str) -> np.ndarray:
+    """Invert :func:`pack_weight`: int8 ternary codes ``[n, k]`` of ``packed`` in ``layout``."""
+    layout = WeightLayout(layout)
+    if layout.k_major:
+        return np.ascontiguousarray(reference.unpack_ternary(packed, (k, n), layout.row_format).T)
+    return reference.unpack_ternary(packed, (n, k), layout.value)

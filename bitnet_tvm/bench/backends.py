@@ -211,11 +211,19 @@ class CompiledBackend(Backend):
 
 
 def _build(
-    onnx_path: str, out: str, scheme: str | None, rewrite: bool, info: dict, target: str
+    onnx_path: str,
+    out: str,
+    scheme: str | None,
+    rewrite: bool,
+    info: dict,
+    target: str,
+    weights: str = "2bit",
 ) -> None:
     from bitnet_tvm.compiler import compile_model
 
-    compiled = compile_model(onnx_path, target, scheme=scheme, model_info=info, rewrite=rewrite)
+    compiled = compile_model(
+        onnx_path, target, scheme=scheme, model_info=info, rewrite=rewrite, weights=weights
+    )
     compiled.save(out)
 
 
@@ -227,11 +235,13 @@ def build_artifact(
     rewrite: bool = True,
     target: str = "llvm",
     isolate: bool = True,
+    weights: str = "2bit",
 ) -> Path:
     """Compile ``workload.onnx`` to the artifact directory ``out`` in a child process.
 
     ``scheme`` re-quantizes (None keeps the export's); ``rewrite=False`` is the unrewritten
-    TVM build; ``isolate=False`` compiles in this process.  The artifact is written atomically
+    TVM build; ``weights="1.6bit"`` stores the ternary weights 5 per byte; ``isolate=False``
+    compiles in this process.  The artifact is written atomically
     (:meth:`CompiledModel.save`).
 
     Raises
@@ -242,7 +252,7 @@ def build_artifact(
     info = workload.config.to_dict()
     if scheme is not None:
         info["scheme"] = scheme
-    args = (str(workload.onnx), str(out), scheme, rewrite, info, target)
+    args = (str(workload.onnx), str(out), scheme, rewrite, info, target, weights)
     run_in_child(
         _build, *args, what=f"building {out.name} from {workload.onnx.name}", isolate=isolate
     )

@@ -35,7 +35,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     bench.add_argument(
         "--backends",
         default="bitnet_a4.8,bitnet_b1.58,tvm_fp32,onnxruntime,pytorch",
-        help="comma-separated subset of the default (onnxruntime is required)",
+        help="comma-separated subset of the default (onnxruntime is required); add "
+        "bitnet_a4.8_1.6bit for the a4.8 build with 1.6-bit weights (--weights 1.6bit)",
     )
     bench.add_argument("--seed", type=int, default=0, help="seed of the weights and prompts")
     bench.add_argument(

@@ -53,7 +53,10 @@ log = logging.getLogger(__name__)
 BACKENDS = ("bitnet_a4.8", "bitnet_b1.58", "tvm_fp32", "onnxruntime", "pytorch")
 #: Which backends' logits should match onnxruntime's (same graph and quantizers); b1.58
 #: re-quantizes the graph, so its logits differ by design.
-_SAME_MODEL = ("bitnet_a4.8", "tvm_fp32", "pytorch")
+_SAME_MODEL = ("bitnet_a4.8", "tvm_fp32", "pytorch", "bitnet_a4.8_1.6bit")
+#: Backends run only when named in ``backends``: the a4.8 build with 1.6-bit weights
+#: (``compile_model(weights="1.6bit")``; same logits as ``bitnet_a4.8``, 20% fewer weight bytes).
+OPTIONAL_BACKENDS = ("bitnet_a4.8_1.6bit",)
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ class BenchSpec:
     repeats : int
         Rounds; the best time of each backend is kept.
     backends : tuple of str
-        A subset of :data:`BACKENDS`.
+        A subset of :data:`BACKENDS` and :data:`OPTIONAL_BACKENDS`.
     seed : int
         Seed of the random weights and of the prompts.
     workdir : Path
@@ -104,10 +107,11 @@ class BenchSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        unknown = [b for b in self.backends if b not in BACKENDS]
+        unknown = [b for b in self.backends if b not in BACKENDS + OPTIONAL_BACKENDS]
         if unknown or not self.backends:
             raise ValueError(
-                f"backends must be a non-empty subset of {list(BACKENDS)}, got {unknown}"
+                f"backends must be a non-empty subset of {list(BACKENDS + OPTIONAL_BACKENDS)}, "
+                f"got {unknown}"
             )
         if "onnxruntime" not in self.backends:
             raise ValueError("backends must include onnxruntime (the baseline of every ratio)")
@@ -128,6 +132,7 @@ class BenchSpec:
 def _artifacts(spec: BenchSpec, workload: Workload) -> dict[str, Path]:
     builds = {
         "bitnet_a4.8": {"scheme": None},
+        "bitnet_a4.8_1.6bit": {"scheme": None, "weights": "1.6bit"},
         "bitnet_b1.58": {"scheme": "b1.58"},
         "tvm_fp32": {"rewrite": False},
     }

@@ -10,6 +10,8 @@ from __future__ import annotations
 from tvm.s_tir.dlight import ScheduleRule
 
 from bitnet_tvm.schedules.cpu.attention import KVAttention
+from bitnet_tvm.schedules.cpu.avx2_matmul import Avx2Knobs, Avx2Matmul
+from bitnet_tvm.schedules.cpu.base3_sparse import Base3SparseGemv, Base3SparseKnobs
 from bitnet_tvm.schedules.cpu.gemm import GemmKnobs, TernaryGemm
 from bitnet_tvm.schedules.cpu.gemv import GemvKnobs, TernaryGemv
 from bitnet_tvm.schedules.cpu.int8_matmul import Int8Matmul, Int8MatmulKnobs
@@ -19,8 +21,13 @@ from bitnet_tvm.schedules.cpu.sparse_gemv import SparseGemv, SparseGemvKnobs
 from bitnet_tvm.schedules.cpu.vnni_gate_up import VnniGateUp, VnniGateUpKnobs
 from bitnet_tvm.schedules.cpu.vnni_matmul import VnniKnobs, VnniMatmul, VnniTile
 from bitnet_tvm.schedules.cpu.vnni_sparse import VnniSparseGemv, VnniSparseKnobs
+from bitnet_tvm.schedules.cpu.vnni_sparse_base3 import VnniSparseBase3, VnniSparseBase3Knobs
 
 __all__ = [
+    "Avx2Knobs",
+    "Avx2Matmul",
+    "Base3SparseGemv",
+    "Base3SparseKnobs",
     "GemmKnobs",
     "GemvKnobs",
     "Int8Matmul",
@@ -37,6 +44,8 @@ __all__ = [
     "VnniGateUpKnobs",
     "VnniKnobs",
     "VnniMatmul",
+    "VnniSparseBase3",
+    "VnniSparseBase3Knobs",
     "VnniSparseGemv",
     "VnniSparseKnobs",
     "VnniTile",
@@ -50,16 +59,24 @@ def cpu_rules() -> list[ScheduleRule]:
     :class:`VnniMatmul` comes first: on AVX-512 VNNI targets it takes the dense ``2bit``
     matmuls of any M; elsewhere it declines and the generic GEMV (before GEMM) rules take them.
     Only :class:`LutGemm` precedes it: INT4 prefill (``m_hint >= 16``) on AVX-512 VBMI targets.
-    :class:`VnniSparseGemv` takes the sparse matmul on VNNI targets, :class:`SparseGemv` elsewhere;
-    :class:`VnniGateUp` the decode gate/up (gate first) before the generic GEMV.
+    :class:`VnniSparseGemv` takes the sparse matmul on VNNI targets, :class:`SparseGemv`
+    elsewhere; on 1.6-bit ``base3_kmajor`` weights :class:`VnniSparseBase3` (VNNI) or
+    :class:`Base3SparseGemv` do;
+    :class:`VnniGateUp` the decode gate/up (gate first) before the generic GEMV; the prefill
+    gate/up (``m_hint > 8``) goes to :class:`LutGemm` (INT4, VBMI) or :class:`VnniMatmul`.
+    :class:`Avx2Matmul` follows :class:`VnniMatmul`: it takes the dense ``2bit`` decode matmuls
+    on AVX2 targets without VNNI (``vpmaddubsw``); targets without AVX2 keep the generic rules.
     """
     return [
         LutGemm(),
         VnniMatmul(),
+        Avx2Matmul(),
         VnniGateUp(),
         TernaryGemv(),
         TernaryGemm(),
         VnniSparseGemv(),
+        VnniSparseBase3(),
+        Base3SparseGemv(),
         SparseGemv(),
         NormQuantize(),
         Int8Matmul(),

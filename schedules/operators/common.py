@@ -77,6 +77,8 @@ def ternary_code(w: tirx.Buffer, layout: WeightLayout, n: tirx.PrimExpr, k: tirx
     i64 = T.int64
     if layout is WeightLayout.BASE3:
         return base3_digit(T.Cast("int32", w[n, k // i64(5)]), T.Cast("int32", k % i64(5)))
+    if layout is WeightLayout.BASE3_KMAJOR:  # see reference.pack_ternary_base3_mulshift
+        return mulshift_digit(T.Cast("int32", w[k, n // i64(5)]), T.Cast("int32", n % i64(5)))
     if layout is WeightLayout.BASE3_VNNI:  # see reference.pack_ternary_base3_vnni
         byte = w[n // i64(16), k // i64(320) * i64(1024) + n % i64(16) * i64(64) + k % i64(64)]
         return mulshift_digit(T.Cast("int32", byte), T.Cast("int32", k % i64(320) // i64(64)))
