@@ -32,7 +32,7 @@ from tvm.target import Target
 from bitnet_tvm.schedules import attrs
 from bitnet_tvm.schedules.cpu.common import BitnetCPURule
 from bitnet_tvm.schedules.cpu.intrin_x86 import AVX2_TERNARY_2BIT_INTRIN
-from bitnet_tvm.schedules.cpu.vnni_matmul import VnniTile, _schedule, vnni_matmul
+from bitnet_tvm.schedules.cpu.vnni_matmul import VnniTile, schedule_vnni_tiles, vnni_matmul
 from bitnet_tvm.schedules.layouts import WeightLayout
 from bitnet_tvm.schedules.target import has_llvm_features
 
@@ -104,7 +104,7 @@ class Avx2Matmul(BitnetCPURule):
 
     def schedule(self, sch: s_tir.Schedule, knobs: Avx2Knobs) -> None:
         """Tile, tensorize with the AVX2 intrinsic and parallelize the formulation in ``sch``."""
-        _schedule(sch, VnniTile(rows=knobs.rows, mt=1), AVX2_TERNARY_2BIT_INTRIN)
+        schedule_vnni_tiles(sch, VnniTile(rows=knobs.rows, mt=1), AVX2_TERNARY_2BIT_INTRIN)
 
     def knob_space(self, func: tirx.PrimFunc, target: Target) -> dict[str, tuple]:
         """Weight rows per register tile."""

@@ -65,7 +65,14 @@ from bitnet_tvm.schedules.cpu.intrin_x86 import (
 from bitnet_tvm.schedules.layouts import WeightLayout, packed_shape
 from bitnet_tvm.schedules.target import has_avx512_vnni, has_llvm_features
 
-__all__ = ["VnniKnobs", "VnniMatmul", "VnniTile", "schedule_vnni_matmul", "vnni_matmul"]
+__all__ = [
+    "VnniKnobs",
+    "VnniMatmul",
+    "VnniTile",
+    "schedule_vnni_matmul",
+    "schedule_vnni_tiles",
+    "vnni_matmul",
+]
 
 _BLOCK = 64  # codes per vpdpbusd (16 packed bytes)
 _DENSE = (attrs.OpName.TERNARY_INT4_MATMUL, attrs.OpName.TERNARY_INT8_MATMUL)
@@ -335,7 +342,7 @@ def _tree_sum(terms: list) -> tirx.PrimExpr:
     return terms[0]
 
 
-def _schedule(sch: s_tir.Schedule, tile: VnniTile, intrin: str | None = None) -> None:
+def schedule_vnni_tiles(sch: s_tir.Schedule, tile: VnniTile, intrin: str | None = None) -> None:
     """Schedule the VNNI formulation in ``sch`` (made by :func:`vnni_matmul`) with ``tile``,
     tensorized with ``intrin`` (default: the layout's ``vpdpbusd`` intrinsic; the AVX2 rule passes
     its ``vpmaddubsw`` one, which has the same description)."""
@@ -384,7 +391,7 @@ def schedule_vnni_matmul(func: tirx.PrimFunc, tile: VnniTile) -> s_tir.Schedule:
     layout, act_bits = str(func.attrs[attrs.LAYOUT]), attrs.get_int(func, attrs.ACT_BITS)
     kernel = vnni_matmul(n, k, tile.mt, layout, act_bits, attrs.get_op(func) in _GATE_UP)
     sch = s_tir.Schedule(kernel.with_attrs(dict(func.attrs)))
-    _schedule(sch, tile)
+    schedule_vnni_tiles(sch, tile)
     return sch
 
 
@@ -471,7 +478,7 @@ class VnniMatmul(BitnetCPURule):
 
     def schedule(self, sch: s_tir.Schedule, knobs: VnniKnobs) -> None:
         """Tile, tensorize and parallelize the formulation in ``sch``."""
-        _schedule(sch, knobs.tile(attrs.get_int(sch.mod["main"], attrs.M_HINT)))
+        schedule_vnni_tiles(sch, knobs.tile(attrs.get_int(sch.mod["main"], attrs.M_HINT)))
 
     def knob_space(self, func: tirx.PrimFunc, target: Target) -> dict[str, tuple]:
         """Decode row tiles (M = 1) and prefill register tiles (rows x activation rows)."""

@@ -38,11 +38,11 @@ from bitnet_tvm.schedules.layouts import WeightLayout, packed_shape
 from bitnet_tvm.schedules.operators.common import ternary_code
 from bitnet_tvm.schedules.target import has_avx512_vnni
 
-__all__ = ["VnniSparseGemv", "VnniSparseKnobs", "vnni_sparse_gemv"]
+__all__ = ["LANE_INTERLEAVE", "VnniSparseGemv", "VnniSparseKnobs", "vnni_sparse_gemv"]
 
 _CHUNK = 64  # outputs per chunk (16 bytes of a K-major row)
 # Y[4 l + j] = Z[16 j + l]: byte j of lane l comes from row j.
-_INTERLEAVE = [16 * j + lane for lane in range(16) for j in range(4)]
+LANE_INTERLEAVE = [16 * j + lane for lane in range(16) for j in range(4)]
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def vnni_sparse_gemv(n: int, k: int, chunks: int, ahead: int = 8) -> tirx.PrimFu
     def gather(w, idx, g, chunk):
         """Bytes ``Y`` (int8x64) of four K-major row pieces, interleaved per int32 lane."""
         pieces = [w.vload([i64(idx[g * 4 + j]), chunk * i64(16)], "uint8x16") for j in range(4)]
-        return T.Shuffle(pieces, _INTERLEAVE)
+        return T.Shuffle(pieces, LANE_INTERLEAVE)
 
     def codes(y, s):
         words = T.reinterpret("int32x16", y)

@@ -30,7 +30,7 @@ from tvm.target import Target
 from bitnet_tvm.schedules import attrs
 from bitnet_tvm.schedules.cpu.common import BitnetCPURule, split_factor
 from bitnet_tvm.schedules.cpu.intrin_x86 import vpdpbusd
-from bitnet_tvm.schedules.cpu.vnni_sparse import _INTERLEAVE
+from bitnet_tvm.schedules.cpu.vnni_sparse import LANE_INTERLEAVE
 from bitnet_tvm.schedules.layouts import WeightLayout, packed_shape
 from bitnet_tvm.schedules.operators.common import ternary_code
 from bitnet_tvm.schedules.target import has_avx512_vnni
@@ -80,7 +80,7 @@ def vnni_sparse_base3_gemv(n: int, k: int, chunks: int, ahead: int = 8) -> tirx.
     def gather(w, idx, g, chunk):
         """Bytes (uint8x64) of four K-major row pieces, interleaved per int32 lane."""
         pieces = [w.vload([i64(idx[g * 4 + j]), chunk * i64(16)], "uint8x16") for j in range(4)]
-        return T.Shuffle(pieces, _INTERLEAVE)
+        return T.Shuffle(pieces, LANE_INTERLEAVE)
 
     @T.prim_func
     def func(

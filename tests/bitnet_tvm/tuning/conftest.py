@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
+from targets import V2 as CPU
 
 from bitnet_tvm import reference
 from bitnet_tvm.schedules.layouts import WeightLayout, pack_weight
@@ -12,7 +13,6 @@ from bitnet_tvm.schedules.operators import ternary_matmul
 
 # x86-64-v2 (SSE4.2, no AVX2: AVX2 targets take Avx2Matmul): the generic GEMV/GEMM rules, the
 # same on every x86 host that runs CI.
-CPU = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v2", "num-cores": 2})
 N, K = 32, 128
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import tvm
+from targets import ICELAKE as VNNI
 
 from bitnet_tvm.schedules.dispatch import bitnet_rules
 from bitnet_tvm.schedules.target import has_avx512_vnni, host_target
@@ -26,9 +27,6 @@ def test_bad_bucket_names_and_m():
         get_buckets("huge")
     with pytest.raises(ValueError, match="positive int"):
         bucket_for(0)
-
-
-VNNI = tvm.target.Target({"kind": "llvm", "mcpu": "icelake-server", "num-cores": 2})
 
 
 @pytest.mark.skipif(not has_avx512_vnni(host_target()), reason="host has no AVX-512 VNNI")

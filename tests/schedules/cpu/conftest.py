@@ -7,9 +7,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import tvm
+from targets import AVX2 as CPU
 from tvm import relax
-
-CPU = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 2})
 
 
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])

@@ -12,6 +12,8 @@ os.environ.setdefault("TVM_NUM_THREADS", str(max(2, os.cpu_count() or 1)))
 import numpy as np
 import pytest
 import tvm
+from targets import AVX2 as V3
+from targets import CUDA, GENERIC, HASWELL, V2, VNNI
 from tvm.s_tir.dlight import ApplyDefaultSchedule
 
 from bitnet_tvm import reference
@@ -22,13 +24,7 @@ from bitnet_tvm.schedules.layouts import pack_weight
 from bitnet_tvm.schedules.operators import sparse_int8_matmul, ternary_gate_up, ternary_matmul
 from bitnet_tvm.schedules.target import cpu_flags
 
-HASWELL = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 2})
-V3 = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 2})
 MATTR = tvm.target.Target({"kind": "llvm", "mattr": ["+avx2", "+fma"], "num-cores": 2})
-VNNI = tvm.target.Target({"kind": "llvm", "mcpu": "znver4", "num-cores": 2})
-V2 = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v2", "num-cores": 2})  # SSE4.2 only
-GENERIC = tvm.target.Target({"kind": "llvm", "num-cores": 2})
-CUDA = tvm.target.Target({"kind": "cuda", "arch": "sm_90"})
 PMADD = "llvm.x86.avx2.pmadd.ub.sw"
 needs_avx2 = pytest.mark.skipif("avx2" not in cpu_flags()[1], reason="host CPU lacks AVX2")
 

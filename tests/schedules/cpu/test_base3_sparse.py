@@ -10,6 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
+from targets import AVX2
+from targets import NO_GFNI as CASCADE
+from targets import VNNI as ZNVER4
 from tvm.s_tir.dlight import ApplyDefaultSchedule
 
 from bitnet_tvm import reference
@@ -24,10 +27,6 @@ from bitnet_tvm.schedules.layouts import WeightLayout, pack_weight, packed_shape
 from bitnet_tvm.schedules.operators import sparse_int8_matmul
 from bitnet_tvm.schedules.selection import check_weights, gate_up_layout, select_layout
 from bitnet_tvm.schedules.target import host_target
-
-ZNVER4 = tvm.target.Target({"kind": "llvm", "mcpu": "znver4", "num-cores": 2})
-CASCADE = tvm.target.Target({"kind": "llvm", "mcpu": "cascadelake", "num-cores": 2})  # no GFNI
-AVX2 = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 2})
 
 
 def test_layout_round_trip():

@@ -14,6 +14,8 @@ import functools
 import numpy as np
 import pytest
 import tvm
+from targets import AVX2, CUDA, GENERIC, ICELAKE, SKYLAKE
+from targets import VNNI as VBMI
 from tvm import s_tir
 from tvm.s_tir.dlight import ApplyDefaultSchedule
 
@@ -26,12 +28,6 @@ from bitnet_tvm.schedules.operators import sparse_int8_matmul, ternary_gate_up, 
 from bitnet_tvm.schedules.target import cpu_flags
 from bitnet_tvm.tuning.space import knob_spaces
 
-VBMI = tvm.target.Target({"kind": "llvm", "mcpu": "znver4", "num-cores": 2})
-ICELAKE = tvm.target.Target({"kind": "llvm", "mcpu": "icelake-server", "num-cores": 2})
-SKYLAKE = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})  # no VBMI
-AVX2 = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 2})
-GENERIC = tvm.target.Target({"kind": "llvm", "num-cores": 2})
-CUDA = tvm.target.Target({"kind": "cuda", "arch": "sm_90"})
 HOST_OK = {"avx512vbmi", "avx512_vnni", "avx512bw", "avx512f"} <= cpu_flags()[1]
 needs_vbmi = pytest.mark.skipif(not HOST_OK, reason="host CPU lacks AVX-512 VBMI + VNNI")
 PERMB = "llvm.x86.avx512.permvar.qi.512"

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import tvm
 import tvm_ffi
+from targets import AVX2 as CPU
+from targets import CUDA
 from tvm.s_tir.dlight import ApplyDefaultSchedule
 
 from bitnet_tvm import reference
@@ -27,9 +29,6 @@ from bitnet_tvm.schedules.operators import (
     ternary_matmul,
 )
 from bitnet_tvm.schemes import get_scheme
-
-CPU = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 2})
-CUDA = tvm.target.Target({"kind": "cuda", "arch": "sm_90"})
 
 
 def _compile(func):

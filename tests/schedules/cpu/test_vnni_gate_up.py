@@ -11,6 +11,7 @@ os.environ.setdefault("TVM_NUM_THREADS", str(max(2, os.cpu_count() or 1)))
 import numpy as np
 import pytest
 import tvm
+from targets import AVX2, CUDA, VNNI, needs_vnni
 from tvm.s_tir.dlight import ApplyDefaultSchedule
 
 from bitnet_tvm import reference
@@ -18,13 +19,6 @@ from bitnet_tvm.schedules import attrs
 from bitnet_tvm.schedules.cpu import VnniGateUp, VnniGateUpKnobs, cpu_rules
 from bitnet_tvm.schedules.layouts import pack_weight
 from bitnet_tvm.schedules.operators import ternary_gate_up, ternary_matmul
-from bitnet_tvm.schedules.target import cpu_flags
-
-VNNI = tvm.target.Target({"kind": "llvm", "mcpu": "znver4", "num-cores": 2})
-AVX2 = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 2})
-CUDA = tvm.target.Target({"kind": "cuda", "arch": "sm_90"})
-HOST_HAS_VNNI = {"avx512_vnni", "avx512bw", "avx512f"} <= cpu_flags()[1]
-needs_vnni = pytest.mark.skipif(not HOST_HAS_VNNI, reason="host CPU lacks AVX-512 VNNI")
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ os.environ.setdefault("TVM_NUM_THREADS", str(max(2, os.cpu_count() or 1)))
 import numpy as np
 import pytest
 import tvm
+from targets import AVX2, VNNI, needs_vnni
 from tvm.s_tir.dlight import ApplyDefaultSchedule
 
 from bitnet_tvm import reference
@@ -19,12 +20,7 @@ from bitnet_tvm.schedules.cpu import VnniKnobs, VnniMatmul, cpu_rules
 from bitnet_tvm.schedules.cpu.vnni_matmul import vnni_matmul
 from bitnet_tvm.schedules.layouts import pack_weight
 from bitnet_tvm.schedules.operators import ternary_gate_up
-from bitnet_tvm.schedules.target import cpu_flags
 
-VNNI = tvm.target.Target({"kind": "llvm", "mcpu": "znver4", "num-cores": 2})
-AVX2 = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 2})
-HOST_HAS_VNNI = {"avx512_vnni", "avx512bw", "avx512f"} <= cpu_flags()[1]
-needs_vnni = pytest.mark.skipif(not HOST_HAS_VNNI, reason="host CPU lacks AVX-512 VNNI")
 PERMB = "llvm.x86.avx512.permvar.qi.512"
 
 

@@ -16,6 +16,7 @@ os.environ.setdefault("TVM_NUM_THREADS", str(max(2, os.cpu_count() or 1)))
 import numpy as np
 import pytest
 import tvm
+from targets import AVX2, CUDA, GENERIC, NO_GFNI, VNNI, needs_vnni
 from tvm.s_tir.dlight import ApplyDefaultSchedule
 
 from bitnet_tvm import reference
@@ -39,15 +40,7 @@ from bitnet_tvm.schedules.operators import (
     ternary_matmul,
 )
 from bitnet_tvm.schedules.selection import select_layout
-from bitnet_tvm.schedules.target import cpu_flags, has_avx512_vnni
-
-VNNI = tvm.target.Target({"kind": "llvm", "mcpu": "znver4", "num-cores": 2})
-AVX2 = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 2})
-GENERIC = tvm.target.Target({"kind": "llvm", "num-cores": 2})
-CUDA = tvm.target.Target({"kind": "cuda", "arch": "sm_90"})
-NO_GFNI = tvm.target.Target({"kind": "llvm", "mcpu": "cascadelake", "num-cores": 2})
-HOST_HAS_VNNI = {"avx512_vnni", "avx512bw", "avx512f"} <= cpu_flags()[1]
-needs_vnni = pytest.mark.skipif(not HOST_HAS_VNNI, reason="host CPU lacks AVX-512 VNNI")
+from bitnet_tvm.schedules.target import has_avx512_vnni
 
 
 # ------------------------------------------------------------------ selection (golden)
