@@ -14,6 +14,7 @@ import tvm
 from tvm import relax
 
 from bitnet_tvm.frontend import symbolic_input_shapes
+from bitnet_tvm.frontend.max_positions import max_positions
 from bitnet_tvm.relay_passes.lift_params import lift_params
 from bitnet_tvm.relay_passes.pipeline import lowering_pipeline, run_graph_passes
 from bitnet_tvm.relay_passes.quantize_kv_cache import packed_kv_io
@@ -131,9 +132,12 @@ def compile_model(
     # large weights are read once, int8 ones stay int8; the proto comes without external data
     mod, proto = import_compact(model if isinstance(model, onnx.ModelProto) else Path(model))
     inputs, outputs = _io_specs(proto, mod)
+    positions = max_positions(proto)  # generation's length check without model_info
     del proto
     if not rewrite:
-        return _compile_unrewritten(mod, tvm_target, inputs, outputs, model_info)
+        compiled = _compile_unrewritten(mod, tvm_target, inputs, outputs, model_info)
+        compiled.metadata["max_positions"] = positions
+        return compiled
     log.info("[2/4] graph passes (target %s, scheme %s)", tvm_target.kind.name, scheme or "graph")
     mod = run_graph_passes(
         mod,
@@ -158,6 +162,7 @@ def compile_model(
     if kv_cache is not None:
         metadata["kv_cache"] = kv_cache.to_metadata()
     metadata["lm_head"] = lm_head
+    metadata["max_positions"] = positions
     metadata["weights"] = weights
     # The lifted params are views of the module's constants; CompiledModel copies each into a
     # runtime tensor.  Handing them over one at a time frees each constant once it is copied,

@@ -38,6 +38,7 @@ import torch
 from onnxscript import ir as onnx_ir
 from torch import nn
 
+from bitnet_tvm.frontend.max_positions import METADATA_KEY as MAX_POSITIONS_KEY
 from bitnet_tvm.model import BitLinear, BitNetForCausalLM
 from bitnet_tvm.schemes import WeightFormat, get_scheme
 
@@ -248,6 +249,10 @@ def export_onnx(
             )
             # torch's own optimize() with one change: int8 weights stay int8 (see _keep_int8)
             onnxscript.optimizer.optimize_ir(program.model, should_fold=_keep_int8)
+            # RoPE is computed from the positions, so no table says how long a sequence may be
+            program.model.metadata_props[MAX_POSITIONS_KEY] = str(
+                model.config.max_position_embeddings
+            )
             program.save(str(tmp_file), external_data=n_bytes > _EXTERNAL_DATA_BYTES)
             del program
         if verify:

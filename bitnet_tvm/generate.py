@@ -229,8 +229,9 @@ class Generator:
         An artifact compiled from a ``with_past=True`` export.
     max_length : int or None
         Most positions (prompt + new tokens) a sequence may take; None takes
-        ``metadata["model"]["max_position_embeddings"]`` when the artifact records it, and no
-        limit otherwise.
+        ``metadata["model"]["max_position_embeddings"]`` when the artifact records it, else
+        ``metadata["max_positions"]`` (derived from the ONNX model by
+        :func:`bitnet_tvm.frontend.max_positions.max_positions`), and no limit otherwise.
 
     Raises
     ------
@@ -246,6 +247,8 @@ class Generator:
         info = compiled.metadata.get("model") or {}
         if max_length is None:
             max_length = info.get("max_position_embeddings")
+        if max_length is None:  # derived from the ONNX graph at compile time, if it could be
+            max_length = compiled.metadata.get("max_positions")
         if max_length is not None and (_not_int(max_length) or max_length < 1):
             raise ValueError(f"max_length must be an int >= 1 or None, got {max_length!r}")
         self.max_length: int | None = max_length

@@ -218,11 +218,18 @@ def _build(
     info: dict,
     target: str,
     weights: str = "2bit",
+    lm_head: str = "fp32",
 ) -> None:
     from bitnet_tvm.compiler import compile_model
 
     compiled = compile_model(
-        onnx_path, target, scheme=scheme, model_info=info, rewrite=rewrite, weights=weights
+        onnx_path,
+        target,
+        scheme=scheme,
+        model_info=info,
+        rewrite=rewrite,
+        weights=weights,
+        lm_head=lm_head,
     )
     compiled.save(out)
 
@@ -236,13 +243,14 @@ def build_artifact(
     target: str = "llvm",
     isolate: bool = True,
     weights: str = "2bit",
+    lm_head: str = "fp32",
 ) -> Path:
     """Compile ``workload.onnx`` to the artifact directory ``out`` in a child process.
 
     ``scheme`` re-quantizes (None keeps the export's); ``rewrite=False`` is the unrewritten
-    TVM build; ``weights="1.6bit"`` stores the ternary weights 5 per byte; ``isolate=False``
-    compiles in this process.  The artifact is written atomically
-    (:meth:`CompiledModel.save`).
+    TVM build; ``weights="1.6bit"`` stores the ternary weights 5 per byte; ``lm_head="int8"``
+    quantizes the LM head; ``isolate=False`` compiles in this process.  The artifact is written
+    atomically (:meth:`CompiledModel.save`).
 
     Raises
     ------
@@ -252,7 +260,7 @@ def build_artifact(
     info = workload.config.to_dict()
     if scheme is not None:
         info["scheme"] = scheme
-    args = (str(workload.onnx), str(out), scheme, rewrite, info, target, weights)
+    args = (str(workload.onnx), str(out), scheme, rewrite, info, target, weights, lm_head)
     run_in_child(
         _build, *args, what=f"building {out.name} from {workload.onnx.name}", isolate=isolate
     )

@@ -36,7 +36,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--backends",
         default="bitnet_a4.8,bitnet_b1.58,tvm_fp32,onnxruntime,pytorch",
         help="comma-separated subset of the default (onnxruntime is required); add "
-        "bitnet_a4.8_1.6bit for the a4.8 build with 1.6-bit weights (--weights 1.6bit)",
+        "bitnet_a4.8_1.6bit (1.6-bit weights) and bitnet_a4.8_compact (1.6-bit weights, 3-bit KV, "
+        "INT8 LM head) for the smaller a4.8 builds",
     )
     bench.add_argument("--seed", type=int, default=0, help="seed of the weights and prompts")
     bench.add_argument(

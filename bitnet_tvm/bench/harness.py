@@ -56,7 +56,12 @@ BACKENDS = ("bitnet_a4.8", "bitnet_b1.58", "tvm_fp32", "onnxruntime", "pytorch")
 _SAME_MODEL = ("bitnet_a4.8", "tvm_fp32", "pytorch", "bitnet_a4.8_1.6bit")
 #: Backends run only when named in ``backends``: the a4.8 build with 1.6-bit weights
 #: (``compile_model(weights="1.6bit")``; same logits as ``bitnet_a4.8``, 20% fewer weight bytes).
-OPTIONAL_BACKENDS = ("bitnet_a4.8_1.6bit",)
+#: ``bitnet_a4.8_compact``: the smallest a4.8 build -- 1.6-bit weights, 3-bit KV cache (scheme
+#: ``a4.8-kv3``) and INT8 LM head; its logits differ from the others' by the KV and head
+#: quantization, so they are not compared.
+OPTIONAL_BACKENDS = ("bitnet_a4.8_1.6bit", "bitnet_a4.8_compact")
+#: a4.8 builds whose artifacts get memory claims (``claims["memory"]`` is bitnet_a4.8's).
+_MEMORY_BACKENDS = ("bitnet_a4.8", "bitnet_a4.8_1.6bit", "bitnet_a4.8_compact")
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,7 @@ def _artifacts(spec: BenchSpec, workload: Workload) -> dict[str, Path]:
     builds = {
         "bitnet_a4.8": {"scheme": None},
         "bitnet_a4.8_1.6bit": {"scheme": None, "weights": "1.6bit"},
+        "bitnet_a4.8_compact": {"scheme": "a4.8-kv3", "weights": "1.6bit", "lm_head": "int8"},
         "bitnet_b1.58": {"scheme": "b1.58"},
         "tvm_fp32": {"rewrite": False},
     }
@@ -262,10 +268,14 @@ def run_benchmark(spec: BenchSpec) -> dict[str, Any]:
 
     full = workloads["full"]
     claims: dict[str, Any] = {"speed": speed_claims(backends)}
-    a48 = full.onnx.with_name(f"{full.onnx.stem}.bitnet_a4.8.{spec.target}")
-    if a48.exists() and "bitnet_a4.8" in spec.backends:
-        fp32_bytes = onnx_fp32_weight_bytes(full.onnx)
-        claims["memory"] = memory_claims(config, artifact_info(a48), fp32_bytes)
+    for name in (b for b in _MEMORY_BACKENDS if b in spec.backends):
+        artifact = full.onnx.with_name(f"{full.onnx.stem}.{name}.{spec.target}")
+        if artifact.exists():
+            memory = memory_claims(
+                config, artifact_info(artifact), onnx_fp32_weight_bytes(full.onnx)
+            )
+            key = "memory" if name == "bitnet_a4.8" else f"memory_{name.removeprefix('bitnet_')}"
+            claims[key] = memory
     for result in backends.values():  # NaN/inf would not survive JSON
         for variant in VARIANTS:
             for key, value in result[variant].items():

@@ -51,6 +51,7 @@ def bench(tmp_path_factory):
     output = root / "results" / "bench_tiny.json"
     argv = ["bench", "--model", "tiny", "--layers", "1", "-P", "4", "-N", "2", "--repeats", "1"]
     argv += ["--workdir", str(root / "work"), "-o", str(output), "--in-process"]
+    argv += ["--backends", ",".join((*BACKENDS, "bitnet_a4.8_compact"))]
     assert main(argv) == 0
     report = json.loads(output.read_text())
     artifact = next((root / "work").glob("bench_full_*.bitnet_a4.8.llvm"))
@@ -67,7 +68,7 @@ def test_bench_json_has_every_backend_and_column(bench):
         assert report[key], key
     assert report["command"].startswith("bitnet-tvm") and report["tvm_version"].startswith("0.27")
     assert report["config"]["num_hidden_layers"] == 1
-    assert set(report["backends"]) == set(BACKENDS)
+    assert set(report["backends"]) == {*BACKENDS, "bitnet_a4.8_compact"}
     for name, result in report["backends"].items():
         for variant in ("layers", "full"):
             row = result[variant]
@@ -99,6 +100,21 @@ def test_bench_claims(bench):
     assert kv["vs_fp16_kv3"] == pytest.approx(32 / 10)
     assert kv["fp16_bytes"] == 2 * 1 * 2 * 16 * 2  # K,V x 1 layer x 2 kv heads x 16 x 2 B
     assert _positive(claims["memory"]["whole_model"]["vs_fp16_measured"])
+
+
+def test_bench_memory_of_the_compact_build(bench):
+    """1.6-bit weights, 3-bit KV and an INT8 head are measured on the artifact, not computed."""
+    claims = bench["report"]["claims"]
+    full, compact = claims["memory"], claims["memory_a4.8_compact"]
+    kv = compact["kv_cache_per_token"]
+    assert kv["measured_artifact_bytes"] == kv["kv3_bytes"]  # the cache inputs are 3-bit codes
+    assert full["kv_cache_per_token"]["measured_artifact_bytes"] > 3 * kv["kv3_bytes"]
+    # tiny widths: base3_vnni pads K = 64 / 172 to 320, so 1.6-bit is smaller than 2-bit only
+    # at 2560 and wider (benchmarks/results/bench_2b4t_cpu.json); here: packed, not int8
+    weights = compact["bitlinear_weights"]
+    assert weights["measured_artifact_bytes"] < weights["fp16_bytes"] / 2
+    whole = compact["whole_model"]["measured_artifact_bytes"]
+    assert whole < full["whole_model"]["measured_artifact_bytes"]  # the INT8 LM head
 
 
 def _one_line_error(capsys, *argv: str) -> str:

@@ -199,8 +199,12 @@ def test_artifacts_with_and_without_model_info(compiled, tmp_path):
     path = compiled["a4.8"].save(tmp_path / "artifact")
     meta = json.loads((path / "metadata.json").read_text())
     assert meta["model"]["max_position_embeddings"] == 512
-    # without model info: no length limit, the vocabulary comes from one probe step
+    # without model info the export's own metadata gives the length (`compile` without --config)
+    assert meta["max_positions"] == 512
     (path / "metadata.json").write_text(json.dumps({**meta, "model": None}))
+    assert Generator(bitnet_tvm.load(path)).max_length == 512
+    # with neither: no length limit, the vocabulary comes from one probe step
+    (path / "metadata.json").write_text(json.dumps({**meta, "model": None, "max_positions": None}))
     bare = Generator(bitnet_tvm.load(path))
     assert bare.max_length is None and bare.vocab_size == 256
     assert Generator(bitnet_tvm.load(path), max_length=4).max_length == 4
