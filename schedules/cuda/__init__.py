@@ -8,9 +8,9 @@ schedules to ``blockIdx`` / ``threadIdx``.
 
 Every rule follows the template protocol of :mod:`bitnet_tvm.schedules.rule` (``Knobs``,
 ``accepts`` / ``prepare`` / ``schedule`` / ``knob_space``), so the tuner searches the same code.
-``TernaryGemm`` (tensor-core prefill, ``bitnet.m_hint >= 64``) comes before ``TernaryGemv``,
-which takes every other dense and gate/up matmul.  Not yet here: a prefill gate/up GEMM and a
-parallel-per-row ``norm_quantize``.
+``TernaryGemm`` and ``TernaryGateUpGemm`` (tensor-core prefill of the dense and the fused
+gate/up matmul, ``bitnet.m_hint >= 64``, 2-bit layout) come before ``TernaryGemv``, which takes
+every other dense and gate/up matmul.  Not yet here: a parallel-per-row ``norm_quantize``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from tvm.s_tir.dlight import ScheduleRule
 
 from bitnet_tvm.schedules.cuda.attention import KVAttention, KVAttentionKnobs
 from bitnet_tvm.schedules.cuda.gemm import GemmKnobs, TernaryGemm
+from bitnet_tvm.schedules.cuda.gemm_gate_up import TernaryGateUpGemm
 from bitnet_tvm.schedules.cuda.gemv import GemvKnobs, TernaryGemv
 from bitnet_tvm.schedules.cuda.norm_quantize import NormQuantize, NormQuantizeKnobs
 from bitnet_tvm.schedules.cuda.sparse_gemv import SparseGemv, SparseGemvKnobs
@@ -32,6 +33,7 @@ __all__ = [
     "NormQuantizeKnobs",
     "SparseGemv",
     "SparseGemvKnobs",
+    "TernaryGateUpGemm",
     "TernaryGemm",
     "TernaryGemv",
     "cuda_rules",
@@ -40,4 +42,11 @@ __all__ = [
 
 def cuda_rules() -> list[ScheduleRule]:
     """The bitnet-tvm CUDA schedule rules with default knobs."""
-    return [TernaryGemm(), TernaryGemv(), SparseGemv(), NormQuantize(), KVAttention()]
+    return [
+        TernaryGemm(),
+        TernaryGateUpGemm(),
+        TernaryGemv(),
+        SparseGemv(),
+        NormQuantize(),
+        KVAttention(),
+    ]

@@ -26,10 +26,10 @@ The weights are decoded once per ``(block, K step)`` into shared memory (each bl
 the reference's expression in its order, so results equal
 :func:`bitnet_tvm.reference.ternary_matmul` bit for bit.
 
-Not here yet: the fused gate/up (its GLU epilogue reads the gate and the up column of the same
-output, which sit in different N tiles; prefill gate/up runs on the GEMV rule), cp.async
-multi-stage pipelining (TVM 0.27's software-pipeline pass fails on WMMA fragments), ldmatrix /
-mma.sync fragments in registers, and wgmma.  Default knobs are unmeasured: no GPU has run this.
+The fused gate/up runs the same loop nest over a (gate, up) pair axis (``_schedule(pairs=True)``,
+:mod:`.gemm_gate_up`).  Not here yet: cp.async multi-stage pipelining (TVM 0.27's
+software-pipeline pass fails on WMMA fragments), ldmatrix / mma.sync fragments in registers, and
+wgmma.  Default knobs are unmeasured: no GPU has run this.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ __all__ = ["GemmKnobs", "TernaryGemm", "schedule_gemm"]
 
 _FRAG = 16  # WMMA int8 fragment edge (m16n16k16)
 _WARP = 32
+_GLU_THREADS = 256  # threads per block of the gate/up GLU kernel
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,14 @@ def schedule_gemm(
     return sch
 
 
-def _schedule(sch: s_tir.Schedule, knobs: GemmKnobs, *, bind_threads: bool) -> None:
+def _schedule(
+    sch: s_tir.Schedule, knobs: GemmKnobs, *, bind_threads: bool, pairs: bool = False
+) -> None:
+    """Schedule a ``matmul`` block ``acc[m, n] += x[m, k] * w[n, k]`` followed by an
+    ``epilogue`` block.  With ``pairs`` the block is ``acc[t, m, n] += x[m, k] * w[t, n, k]``
+    (``t`` in {0, 1}: the gate/up pair of :mod:`~bitnet_tvm.schedules.cuda.gemm_gate_up`), each
+    warp computes both halves of its tile, the ``pair_scale`` block is the shared -> global copy
+    and the ``epilogue`` (the GLU product of the pair) is a second, elementwise kernel."""
     k_total = attrs.get_int(sch.mod["main"], attrs.K)
     shared = "shared.dyn" if bind_threads else "global"
     frag_a, frag_b, frag_c = (
@@ -150,8 +158,8 @@ def _schedule(sch: s_tir.Schedule, knobs: GemmKnobs, *, bind_threads: bool) -> N
 
     warps = knobs.warps_m * knobs.warps_n
     matmul = sch.get_sblock("matmul")
-    sch.pad_einsum(matmul, list(knobs.tile))
-    m, n, k = sch.get_loops(matmul)
+    sch.pad_einsum(matmul, [1] * pairs + list(knobs.tile))
+    *pair, m, n, k = sch.get_loops(matmul)
     m, mi = sch.split(m, [None, _FRAG])
     n, ni = sch.split(n, [None, _FRAG])
     k, ki = sch.split(k, [None, _FRAG])
@@ -160,7 +168,7 @@ def _schedule(sch: s_tir.Schedule, knobs: GemmKnobs, *, bind_threads: bool) -> N
     m0, m1, m2 = sch.split(m, [None, knobs.warps_m, knobs.frag_m])
     n0, n1, n2 = sch.split(n, [None, knobs.warps_n, knobs.frag_n])
     k0, k1 = sch.split(k, [None, knobs.k_frags])
-    sch.reorder(m0, n0, m1, n1, k0, k1, m2, n2)
+    sch.reorder(m0, n0, m1, n1, k0, k1, m2, *pair, n2)
     bind(m0, "blockIdx.y")
     bind(n0, "blockIdx.x")
     ty = sch.fuse(m1, n1)
@@ -170,7 +178,8 @@ def _schedule(sch: s_tir.Schedule, knobs: GemmKnobs, *, bind_threads: bool) -> N
         """Stage operand ``index`` of the MMA in shared memory, ``vec`` bytes per thread."""
         block = sch.cache_read(outer, index, shared)
         sch.compute_at(block, k0)
-        fused = sch.fuse(*sch.get_loops(block)[-2:])
+        ndim = len(sch.get(block).writes[0].region)
+        fused = sch.fuse(*sch.get_loops(block)[-ndim:])
         _, f_y, f_x, f_v = sch.split(fused, [None, warps, _WARP, vec])
         bind(f_x, "threadIdx.x")
         bind(f_y, "threadIdx.y")
@@ -193,19 +202,26 @@ def _schedule(sch: s_tir.Schedule, knobs: GemmKnobs, *, bind_threads: bool) -> N
     sch.compute_at(a_frag, k1)
     sch.compute_at(b_frag, k1)
     acc_shared = sch.cache_write(outer, 0, shared)
+    store = sch.cache_write(outer, 0, frag_c)
     if bind_threads:
         sch.storage_align(acc_shared, 0, -2, 16, 4)
-    store = sch.cache_write(outer, 0, frag_c)
     sch.reverse_compute_at(store, ty)
     sch.reverse_compute_at(acc_shared, ty)
     _split_fragments(sch, store)
     init = sch.decompose_reduction(outer, k0)
-    for block in ("acc_pad", "epilogue"):  # unpad + rescale: the shared -> global copy
+    # unpad + rescale: the shared -> global copy
+    for block in ("acc_pad", "pair_scale" if pairs else "epilogue"):
         found = _find(sch, block)
         if found is not None:
             sch.reverse_compute_inline(found)
     _, lanes = sch.split(sch.fuse(*sch.get_loops(acc_shared)[-2:]), [None, _WARP])
     bind(lanes, "threadIdx.x")
+    if pairs:  # the GLU product: a second, elementwise kernel
+        bx, tx = sch.split(
+            sch.fuse(*sch.get_loops(sch.get_sblock("epilogue"))), [None, _GLU_THREADS]
+        )
+        bind(bx, "blockIdx.x")
+        bind(tx, "threadIdx.x")
     if not bind_threads:
         return
     group = get_wmma_intrin_group(

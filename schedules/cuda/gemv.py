@@ -33,8 +33,9 @@ condition (not through a vector cache, which would load them unconditionally).
 
 Knobs are a dataclass with defaults chosen by reasoning about sm_80/sm_90 (not yet measured: no
 GPU has run these kernels).  Any M is correct (``blockIdx.x`` covers M); dense matmuls with a
-``bitnet.m_hint`` of at least 64 go to the tensor-core GEMM (:mod:`.gemm`, tried first), and the
-prefill gate/up still runs here, re-reading the weights once per token.
+``bitnet.m_hint`` of at least 64 go to the tensor-core GEMM (:mod:`.gemm`, tried first), and
+2-bit gate/up ones to :mod:`.gemm_gate_up`; hinted base-3 operators still run here, re-reading
+the weights once per token.
 """
 
 from __future__ import annotations

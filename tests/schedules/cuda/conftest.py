@@ -41,6 +41,7 @@ OPERATORS = {
     "gemm_odd": ternary_matmul(40, 37, act_bits=8).with_attr(attrs.M_HINT, 64),
     "gate_up_dp4a": ternary_gate_up(13, 320, act_bits=4),
     "gate_up_generic": ternary_gate_up(6, 172, act_bits=8),
+    "gate_up_gemm": ternary_gate_up(24, 160, act_bits=4).with_attr(attrs.M_HINT, 128),
     "sparse": sparse_int8_matmul(64, 172),
     "sparse_odd": sparse_int8_matmul(13, 37),
     "norm_topk": norm_quantize(300, act=_A48.o, norm_eps=1e-5, has_weight=True),

@@ -62,3 +62,11 @@ def test_compile_cuda_source_reports_nvcc_errors(nvcc):
 def test_missing_nvcc_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         compile_cuda_source("", "sm_90", nvcc=str(tmp_path / "no-nvcc"))
+
+
+def test_gate_up_gemm_ptx_uses_wmma_without_local_memory(cuda, nvcc):
+    # the prefill gate/up GEMM's accumulators (gate and up fragments per warp) stay in registers
+    ex = _build_all({"gate_up_gemm": cuda.OPERATORS["gate_up_gemm"]}, cuda.target("sm_80"))
+    ptx = compile_cuda_source(cuda_source(ex), "sm_80", "ptx", nvcc=nvcc).decode()
+    assert "wmma.mma.sync" in ptx
+    assert ".local" not in ptx  # no spills / local arrays

@@ -70,6 +70,7 @@ def _act(rng, m, k, zero_frac=0.0):
         "gemm_odd",
         "gate_up_dp4a",
         "gate_up_generic",
+        "gate_up_gemm",
         "sparse",
         "sparse_odd",
     ],

@@ -18,19 +18,27 @@ from bitnet_tvm.schedules.cuda import (
     NormQuantize,
     SparseGemv,
     SparseGemvKnobs,
+    TernaryGateUpGemm,
     TernaryGemm,
     TernaryGemv,
     cuda_rules,
 )
 from bitnet_tvm.schedules.cuda.gemm import schedule_gemm
+from bitnet_tvm.schedules.cuda.gemm_gate_up import schedule_gate_up_gemm
 from bitnet_tvm.schedules.cuda.gemv import schedule_gemv
 from bitnet_tvm.schedules.cuda.sparse_gemv import schedule_sparse_gemv
 from bitnet_tvm.schedules.layouts import pack_weight
-from bitnet_tvm.schedules.operators import ternary_gate_up, ternary_matmul
+from bitnet_tvm.schedules.operators import (
+    norm_quantize,
+    sparse_int8_matmul,
+    ternary_gate_up,
+    ternary_matmul,
+)
+from bitnet_tvm.schemes import get_scheme
 
 CUDA = tvm.target.Target({"kind": "cuda", "arch": "sm_90"}, host="llvm")
 CPU = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 2})
-ALL_RULES = [TernaryGemm(), TernaryGemv(), SparseGemv(), NormQuantize()]
+ALL_RULES = [TernaryGemm(), TernaryGateUpGemm(), TernaryGemv(), SparseGemv(), NormQuantize()]
 OWNER = {
     attrs.OpName.TERNARY_INT4_MATMUL: TernaryGemv,
     attrs.OpName.TERNARY_INT8_MATMUL: TernaryGemv,
@@ -43,8 +51,11 @@ OWNER = {
 
 def _owner(func) -> type:
     """The rule that schedules ``func`` in ``cuda_rules()`` order."""
-    hint = attrs.get_int(func, attrs.M_HINT)
-    return TernaryGemm if hint is not None and hint >= 64 else OWNER[attrs.get_op(func)]
+    hint, op = attrs.get_int(func, attrs.M_HINT), attrs.get_op(func)
+    if hint is not None and hint >= 64 and OWNER[op] is TernaryGemv:
+        if str(func.attrs[attrs.LAYOUT]) == "2bit":
+            return TernaryGateUpGemm if op in _GATE_UP else TernaryGemm
+    return OWNER[op]
 
 
 def test_the_first_rule_that_takes_each_operator_binds_threads(cuda, op_name):
@@ -52,7 +63,7 @@ def test_the_first_rule_that_takes_each_operator_binds_threads(cuda, op_name):
     owner = _owner(func)
     taken = [type(rule) for rule in cuda_rules() if rule.apply(func, CUDA, False) is not None]
     assert taken[0] is owner
-    assert taken == ([TernaryGemm, TernaryGemv] if owner is TernaryGemm else [owner])
+    assert taken == ([owner, TernaryGemv] if owner in (TernaryGemm, TernaryGateUpGemm) else [owner])
     sch = owner().apply(func, CUDA, False)
     scheduled = sch.mod["main"]
     assert not tvm_ffi.structural_equal(scheduled, func)
@@ -178,16 +189,32 @@ def test_gemm_takes_dense_2bit_matmuls_hinted_for_prefill(hint):
     assert _first_rule(func) is want
 
 
-@pytest.mark.parametrize(
-    "func",
-    [
-        ternary_gate_up(64, 256, act_bits=4),
-        ternary_matmul(64, 320, act_bits=8, layout="base3"),
-    ],
-    ids=["gate_up", "base3"],
-)
-def test_gemm_leaves_gate_up_and_base3_to_the_gemv(func):
-    assert _first_rule(func.with_attr(attrs.M_HINT, 2048)) is TernaryGemv
+_GATE_UP = (attrs.OpName.TERNARY_INT4_GATE_UP, attrs.OpName.TERNARY_INT8_GATE_UP)
+#: golden rule selection at decode (M = 1: no hint) and prefill (``bitnet.m_hint`` = 128)
+_GOLDEN = {
+    "dense_2bit": (ternary_matmul(256, 512, act_bits=4), TernaryGemv, TernaryGemm),
+    "dense_base3": (ternary_matmul(64, 320, act_bits=8, layout="base3"), TernaryGemv, TernaryGemv),
+    "gate_up_2bit": (ternary_gate_up(64, 256, act_bits=4), TernaryGemv, TernaryGateUpGemm),
+    "gate_up_base3": (
+        ternary_gate_up(64, 320, act_bits=8, layout="base3"),
+        TernaryGemv,
+        TernaryGemv,
+    ),
+    "sparse": (sparse_int8_matmul(64, 172), SparseGemv, SparseGemv),
+    "norm_quantize": (
+        norm_quantize(64, act=get_scheme("a4.8").qkv, norm_eps=1e-5, has_weight=True),
+        NormQuantize,
+        NormQuantize,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(_GOLDEN))
+def test_golden_rule_selection_at_decode_and_prefill(name):
+    func, decode, prefill = _GOLDEN[name]
+    assert _first_rule(func) is decode
+    assert _first_rule(func.with_attr(attrs.M_HINT, 1)) is decode
+    assert _first_rule(func.with_attr(attrs.M_HINT, 128)) is prefill
 
 
 def test_gemm_schedule_uses_int8_wmma_from_shared_memory():
@@ -221,10 +248,38 @@ def test_gemm_loop_nest_matches_reference(n, k):
         assert np.array_equal(got, reference.ternary_matmul(x_q, x_s, q_w, alpha))
 
 
+@pytest.mark.parametrize(("i", "k"), [(40, 37), (24, 160)])
+def test_gate_up_gemm_loop_nest_matches_reference(i, k):
+    # the pair matmul (padding, decode of both halves, per-warp gate + up tiles) and the
+    # epilogue in the reference's order, WMMA aside
+    func = ternary_gate_up(i, k, act_bits=8).with_attr(attrs.M_HINT, 2048)
+    rng = np.random.default_rng(i + k)
+    q_w = rng.integers(-1, 2, (2 * i, k)).astype(np.int8)
+    alpha = rng.random(2 * i).astype(np.float32) - np.float32(0.3)  # some alpha < 0: g <= 0
+    knobs = GemmKnobs(warps_m=2, warps_n=1, frag_m=1, frag_n=2, k_frags=1)
+    sch = schedule_gate_up_gemm(func, knobs, bind_threads=False)
+    for m in (1, 70):
+        x_q, x_s = _act(rng, m, k)
+        got = _run_cpu(sch, [x_q, x_s, pack_weight(q_w, "2bit"), alpha], (m, i))
+        want = reference.ternary_gate_up(x_q, x_s, q_w, alpha)
+        assert 0.2 < np.mean(want == 0) < 0.8  # both GLU branches are exercised
+        assert np.array_equal(got, want)
+        assert np.array_equal(np.signbit(got), np.signbit(want))  # even the zeros' signs
+
+
+def test_gate_up_gemm_uses_int8_wmma_on_both_halves():
+    func = ternary_gate_up(64, 256, act_bits=4).with_attr(attrs.M_HINT, 2048)
+    script = TernaryGateUpGemm().apply(func, CUDA, False).mod.script()
+    for call in ("T.tvm_fill_fragment", "T.tvm_load_matrix_sync", "T.tvm_mma_sync"):
+        assert call in script
+    assert 'scope="wmma.matrix_b"' in script and 'thread="threadIdx.y"' in script
+
+
 # ------------------------------------------------------------------------- template protocol
 #: rule -> an operator it takes (name in the ``cuda.OPERATORS`` fixture, or None: hinted GEMM)
 _TAKES = {
     TernaryGemm: None,
+    TernaryGateUpGemm: "gate_up_gemm",
     TernaryGemv: "dense_dp4a",
     SparseGemv: "sparse",
     NormQuantize: "norm_topk",
