@@ -28,6 +28,7 @@ from tvm.target import Target
 
 from bitnet_tvm.schedules import attrs
 from bitnet_tvm.schedules.cpu.common import BitnetCPURule
+from bitnet_tvm.schedules.cpu.sparse_gemv import schedule_sparse_columns
 from bitnet_tvm.schedules.layouts import WeightLayout
 
 __all__ = ["Base3SparseGemv", "Base3SparseKnobs"]
@@ -69,29 +70,7 @@ class Base3SparseGemv(BitnetCPURule):
 
     def schedule(self, sch: s_tir.Schedule, knobs: Base3SparseKnobs) -> None:
         """K outside N, N in permuted digit vectors (see the module docstring)."""
-        func = sch.mod["main"]
-        sch.compute_inline(sch.get_sblock("decode"))
-        block = sch.get_sblock("matmul")
-        m, n, k = sch.get_loops(block)
-        row_bytes = knobs.row_bytes
-        lanes = _DIGITS * row_bytes
-        if attrs.get_int(func, attrs.N) % lanes == 0:
-            n_outer, n_byte, n_digit = sch.split(n, [None, row_bytes, _DIGITS])
-            sch.reorder(n_outer, m, k, n_digit, n_byte)
-            sch.unroll(n_digit)
-            sch.vectorize(n_byte)
-            sch.transform_layout(
-                block,
-                ("write", 0),
-                lambda vm, vn: (vm, vn // lanes, vn % _DIGITS, (vn % lanes) // _DIGITS),
-            )
-        else:
-            n_outer, n_inner = sch.split(n, [None, lanes])
-            sch.reorder(n_outer, m, k, n_inner)
-            sch.vectorize(n_inner)
-        sch.parallel(n_outer)
-        sch.decompose_reduction(block, k)
-        sch.reverse_compute_at(sch.get_sblock("epilogue"), m)
+        schedule_sparse_columns(sch, _DIGITS * knobs.row_bytes, _DIGITS)
 
     def knob_space(self, func: tirx.PrimFunc, target: Target) -> dict[str, tuple]:
         """Weight bytes per row and task."""

@@ -27,7 +27,7 @@ from tvm.target import Target
 from bitnet_tvm.schedules import attrs
 from bitnet_tvm.schedules.cpu.common import BitnetCPURule
 
-__all__ = ["SparseGemv", "SparseGemvKnobs"]
+__all__ = ["SparseGemv", "SparseGemvKnobs", "schedule_sparse_columns"]
 
 
 @dataclass(frozen=True)
@@ -59,30 +59,43 @@ class SparseGemv(BitnetCPURule):
 
     def schedule(self, sch: s_tir.Schedule, knobs: SparseGemvKnobs) -> None:
         """K outside N, N in vectors of ``knobs.lanes`` (see the module docstring)."""
-        func = sch.mod["main"]
-        sch.compute_inline(sch.get_sblock("decode"))
-        block = sch.get_sblock("matmul")
-        m, n, k = sch.get_loops(block)
-        lanes = knobs.lanes
-        n_total = attrs.get_int(func, attrs.N)
-        if str(func.attrs[attrs.LAYOUT]) == "2bit_kmajor" and n_total % lanes == 0:
-            # Lane j * lanes/4 + b holds column 4 b + j of the chunk: a vector reads lanes/4
-            # contiguous weight bytes and shifts them by the constant 2 j.
-            n_outer, n_byte, n_code = sch.split(n, [None, lanes // 4, 4])
-            sch.reorder(n_outer, m, k, n_code, n_byte)
-            sch.unroll(n_code)
-            sch.vectorize(n_byte)
-            sch.transform_layout(
-                block, ("write", 0), lambda vm, vn: (vm, vn // lanes, vn % 4, (vn % lanes) // 4)
-            )
-        else:
-            n_outer, n_inner = sch.split(n, [None, lanes])
-            sch.reorder(n_outer, m, k, n_inner)
-            sch.vectorize(n_inner)
-        sch.parallel(n_outer)
-        sch.decompose_reduction(block, k)
-        sch.reverse_compute_at(sch.get_sblock("epilogue"), m)
+        permute = str(sch.mod["main"].attrs[attrs.LAYOUT]) == "2bit_kmajor"
+        schedule_sparse_columns(sch, knobs.lanes, 4 if permute else None)
 
     def knob_space(self, func: tirx.PrimFunc, target: Target) -> dict[str, tuple]:
         """Output columns per task (multiples of 4)."""
         return {"lanes": (128, 64, 256, 512)}
+
+
+def schedule_sparse_columns(sch: s_tir.Schedule, lanes: int, codes_per_byte: int | None) -> None:
+    """The loop nest of the module docstring on the operator in ``sch``: N in parallel chunks of
+    ``lanes`` columns, K outside N.
+
+    With ``codes_per_byte`` (a K-major layout) and N a multiple of ``lanes``, lane
+    ``j * lanes / codes_per_byte + b`` holds column ``codes_per_byte * b + j`` of the chunk: a
+    vector reads ``lanes / codes_per_byte`` contiguous weight bytes and decodes the same code
+    position ``j`` of each (a constant shift or divisor), and the accumulator is stored permuted
+    to match.  Otherwise the columns are split plainly.
+    """
+    func = sch.mod["main"]
+    sch.compute_inline(sch.get_sblock("decode"))
+    block = sch.get_sblock("matmul")
+    m, n, k = sch.get_loops(block)
+    if codes_per_byte is not None and attrs.get_int(func, attrs.N) % lanes == 0:
+        row_bytes = lanes // codes_per_byte
+        n_outer, n_byte, n_code = sch.split(n, [None, row_bytes, codes_per_byte])
+        sch.reorder(n_outer, m, k, n_code, n_byte)
+        sch.unroll(n_code)
+        sch.vectorize(n_byte)
+        sch.transform_layout(
+            block,
+            ("write", 0),
+            lambda vm, vn: (vm, vn // lanes, vn % codes_per_byte, (vn % lanes) // codes_per_byte),
+        )
+    else:
+        n_outer, n_inner = sch.split(n, [None, lanes])
+        sch.reorder(n_outer, m, k, n_inner)
+        sch.vectorize(n_inner)
+    sch.parallel(n_outer)
+    sch.decompose_reduction(block, k)
+    sch.reverse_compute_at(sch.get_sblock("epilogue"), m)

@@ -1,13 +1,15 @@
-"""Helpers shared by the generation tests (as fixtures: the tests import no test modules)."""
+"""Helpers shared by the generation and CLI tests (fixtures: the tests import no test modules)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+import bitnet_tvm.compiler
 from bitnet_tvm.model import BitNetForCausalLM
 
 
@@ -39,3 +41,18 @@ def prompts() -> Callable[..., np.ndarray]:
 def torch_greedy() -> Callable:
     """``torch_greedy(model, ids, steps)`` -> (tokens, smallest top-2 logit margin)."""
     return _torch_greedy
+
+
+@pytest.fixture
+def compile_calls(monkeypatch) -> dict:
+    """Replace ``compile_model`` with a stub for CLI tests; returns the keyword arguments of the
+    latest call (updated in place)."""
+    seen: dict = {}
+
+    def fake_compile(model, **kwargs):
+        seen.update(kwargs)
+        report = SimpleNamespace(unfused_matmuls=0)
+        return SimpleNamespace(save=lambda path: path, report=report)
+
+    monkeypatch.setattr(bitnet_tvm.compiler, "compile_model", fake_compile)
+    return seen

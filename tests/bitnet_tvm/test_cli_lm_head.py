@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
 import bitnet_tvm.compiler
 from bitnet_tvm.cli import main
 
 
-def test_lm_head_option_reaches_compile_model(monkeypatch, tmp_path):
-    seen = {}
-
-    def fake_compile(model, **kwargs):
-        seen.update(kwargs)
-        report = SimpleNamespace(unfused_matmuls=0)
-        return SimpleNamespace(save=lambda path: path, report=report)
-
-    monkeypatch.setattr(bitnet_tvm.compiler, "compile_model", fake_compile)
+def test_lm_head_option_reaches_compile_model(compile_calls, tmp_path):
+    seen = compile_calls
     assert main(["compile", "m.onnx", "-o", str(tmp_path / "a"), "--lm-head", "int8"]) == 0
     assert seen["lm_head"] == "int8"
     assert main(["compile", "m.onnx", "-o", str(tmp_path / "b")]) == 0
