@@ -2,9 +2,10 @@
 
 The kernels are built directly from the operator definitions at the 2B4T shapes (hidden 2560,
 intermediate 6912, 20 heads / 5 KV heads of 128): QKV (3840 x 2560, int4 act), O (2560 x 2560,
-int4), gate/up (2 x 6912 x 2560, int4), down (2560 x 6912, sparse int8).  Exporting and
-importing the full 2B ONNX model (``benchmarks/compile_2b4t.py``) gives the same operators but
-costs minutes the tuning budget does not need.  Writes ``benchmarks/results/tune_2b4t.json``
+sparse int8: TopK 50 %), gate/up (2 x 6912 x 2560, int4), down (2560 x 6912, sparse int8).
+Exporting and importing the full 2B ONNX model (``benchmarks/compile_2b4t.py``) gives the same
+operators but costs minutes the tuning budget does not need.
+Writes ``benchmarks/results/tune_2b4t.json``
 and ``.png`` (default vs tuned per kernel and bucket, % of the roofline on the tuned bars).
 
 The cold run also measures this machine's roofs (:mod:`bitnet_tvm.bench.roofline`) and judges
@@ -41,7 +42,7 @@ def kernels() -> tvm.IRModule:
     """The distinct BitLinear operators of a 2B4T a4.8 model."""
     funcs = {
         "qkv": ternary_matmul(QKV, HIDDEN, act_bits=4),
-        "o_proj": ternary_matmul(HIDDEN, HIDDEN, act_bits=4),
+        "o_proj": sparse_int8_matmul(HIDDEN, HIDDEN),
         "gate_up": ternary_gate_up(INTER, HIDDEN, act_bits=4),
         "down": sparse_int8_matmul(HIDDEN, INTER),
     }

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from bitnet_tvm.tuning.roof import GOAL_PCT, GOAL_SPEEDUP
+from bitnet_tvm.tuning.roof import GOAL_PCT, GOAL_SPEEDUP, MAX_PCT
 
 __all__ = ["TaskResult", "TuneReport"]
 
@@ -39,7 +39,7 @@ class TaskResult:
     fixed : dict
         The structural knobs of the tuned workload.
     cold_us : float or None
-        The tuned kernel with the CPU caches flushed before each run (DRAM-bound kernels: the
+        The tuned kernel measured cold (:mod:`~.inputs`; DRAM-bound kernels: the
         roofline % is taken from it).
     bytes, ops : int or None
         Bytes the instance moves at least and its int8 operations (see :mod:`~.roof`).
@@ -148,9 +148,10 @@ class TuneReport:
                 else ("" if t.tuned_us is not None else " (nothing to tune)")
             )
             cold = f"{t.cold_us:9.1f}" if t.cold_us is not None else f"{'-':>9}"
-            roof = (
-                f"{t.roofline_pct:5.0f} {t.bound[0]}" if t.roofline_pct is not None else f"{'-':>7}"
-            )
+            roof = f"{'-':>7}"
+            if t.roofline_pct is not None:
+                above = "+" if t.roofline_pct > MAX_PCT else " "
+                roof = f"{t.roofline_pct:4.0f}{above}{t.bound[0]}"
             goal = {True: "yes", False: "NO", None: "-"}[t.meets]
             lines.append(
                 f"{t.kernel:<42.42} {t.bucket:<18} {t.rule or 'none':<14.14} {default} {tuned} "
@@ -167,7 +168,7 @@ class TuneReport:
                 f"roof %: of the roofline (d: DRAM read {self.roofs['read_gbs']:.1f} GB/s, "
                 f"i: peak int8 {self.roofs['int8_ops'] / 1e9:.0f} GOPS); goal: >= "
                 f"{GOAL_SPEEDUP}x or >= {GOAL_PCT:.0f} % of the roofline (d: timed cold, "
-                "caches flushed); a roof passed by > 10 % does not bound the kernel (table "
-                "lookups instead of multiply-adds) and only the speedup counts"
+                "weights from DRAM); +: above the roof (the LUT kernels replace multiply-adds by "
+                "table lookups)"
             )
         return "\n".join(lines)

@@ -12,10 +12,14 @@ run gets :data:`RUN_TIMEOUT_S`, enough for prefill tiles measured ``number * rep
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass
 
 import tvm
 from tvm.s_tir import meta_schedule as ms
+
+from bitnet_tvm.tuning.inputs import COLD_BYTES, alloc_local, alloc_rpc, run_rotating
 
 __all__ = ["BUILD_TIMEOUT_S", "RUN_TIMEOUT_S", "Measurer", "build_kernel", "parse_rpc"]
 
@@ -62,8 +66,12 @@ class Measurer:
     max_workers : int, optional
         Builder processes.
     cache_flush : bool
-        Flush the CPU caches of every argument but the first before each repeat (a cold
-        measurement: use ``number=1``); off while tuning.
+        Measure cold: here, calls cycling through copies of the arguments (``repeat`` rounds,
+        :func:`~bitnet_tvm.tuning.inputs.run_rotating`); over RPC, MetaSchedule's flush of
+        the CPU caches before each run (use ``number=1``).
+    zeros : float, optional
+        Measure with sparse activations, this share of zeros per row
+        (:mod:`~bitnet_tvm.tuning.inputs`); None: MetaSchedule's random arguments.
     """
 
     rpc: str | None = None
@@ -73,6 +81,7 @@ class Measurer:
     min_repeat_ms: int = 20
     max_workers: int | None = None
     cache_flush: bool = False
+    zeros: float | None = None
 
     def __post_init__(self) -> None:
         if (self.rpc is None) != (self.device_key is None):
@@ -80,6 +89,13 @@ class Measurer:
         if self.rpc is not None:
             parse_rpc(self.rpc)
         self._builder = self._runner = None
+
+    def variant(self, **changes) -> Measurer:
+        """A measurer with ``changes`` (evaluator settings, ``zeros``) that shares this one's
+        builder (its worker processes)."""
+        other = dataclasses.replace(self, **changes)
+        other._builder = self.builder
+        return other
 
     @property
     def builder(self) -> ms.builder.Builder:
@@ -99,10 +115,16 @@ class Measurer:
             number=self.number,
             repeat=self.repeat,
             min_repeat_ms=self.min_repeat_ms,
-            enable_cpu_cache_flush=self.cache_flush,
+            enable_cpu_cache_flush=self.cache_flush and self.rpc is not None,
         )
         if self.rpc is None:
-            self._runner = ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S, evaluator_config=config)
+            rotate = {"f_run_evaluator": run_rotating} if self.cache_flush else {}
+            alloc = functools.partial(
+                alloc_local, zeros=self.zeros, cold_bytes=COLD_BYTES if self.cache_flush else 0
+            )
+            self._runner = ms.runner.LocalRunner(
+                timeout_sec=RUN_TIMEOUT_S, evaluator_config=config, f_alloc_argument=alloc, **rotate
+            )
         else:
             host, port = parse_rpc(self.rpc)
             rpc_config = ms.runner.RPCConfig(
@@ -111,8 +133,11 @@ class Measurer:
                 tracker_key=self.device_key,
                 session_timeout_sec=SESSION_TIMEOUT_S,
             )
+            alloc = {}
+            if self.zeros is not None:
+                alloc["f_alloc_argument"] = functools.partial(alloc_rpc, zeros=self.zeros)
             self._runner = ms.runner.RPCRunner(
-                rpc_config=rpc_config, evaluator_config=config, max_workers=1
+                rpc_config=rpc_config, evaluator_config=config, max_workers=1, **alloc
             )
         return self._runner
 

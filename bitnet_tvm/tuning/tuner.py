@@ -52,6 +52,7 @@ from tvm.s_tir import meta_schedule as ms
 from bitnet_tvm.schedules.dispatch import bitnet_rules
 from bitnet_tvm.tuning.buckets import Bucket, get_buckets
 from bitnet_tvm.tuning.database import TuningDatabase, TuningDatabaseWarning, default_db_dir
+from bitnet_tvm.tuning.inputs import activation_zeros
 from bitnet_tvm.tuning.manifest import Manifest
 from bitnet_tvm.tuning.report import TaskResult, TuneReport
 from bitnet_tvm.tuning.roof import judge, kernel_cost
@@ -71,8 +72,10 @@ log = logging.getLogger(__name__)
 
 #: Structural knob combinations measured per task (the default's first; see _tune_one).
 MAX_STRUCTURAL = 4
-#: Runs of the cold (cache-flushed) measurement of a DRAM-bound kernel; the median counts.
+#: Rounds of the cold measurement of a DRAM-bound kernel (see :mod:`~.inputs`).
 COLD_REPEATS = 10
+#: Measurer settings of a cold measurement.
+COLD = {"number": 1, "repeat": COLD_REPEATS, "min_repeat_ms": 0, "cache_flush": True}
 #: Records kept per tuned task (the fastest ones; the default's record is kept as well).
 KEEP_RECORDS = 4
 
@@ -417,14 +420,16 @@ def tune(
             pending.append(task)
     bar = _Progress(sum(trials for t in pending if any(sp.sampled for sp in t.spaces)), progress)
     cost_model = cost_model_name()
+    measurers: dict[tuple, Measurer] = {}
     failed = False
     try:
         for index, task in enumerate(pending, start=1):
             label = f"[{index}/{len(pending)}] {task.workload.describe()} M={task.bucket.tune_m}"
             bar.update(label=label)
             try:
+                task_measurer = _task_measurer(measurers, measurer, task, tvm_target)
                 task.result = _tune_one(
-                    task, tvm_target, trials, measurer, database, bar, cost_model, seed
+                    task, tvm_target, trials, task_measurer, database, bar, cost_model, seed
                 )
             except Exception as err:  # one bad task must not lose the others' results
                 warnings.warn(
@@ -437,7 +442,7 @@ def tune(
     finally:
         bar.close()
     roofs = _roofs(manifest, tvm_target) if rpc is None and roofline else None
-    cold = Measurer(number=1, repeat=COLD_REPEATS, min_repeat_ms=0, cache_flush=True)
+    cold = Measurer(**COLD)
     for task in tasks:
         if task.space is not None and task.result.tuned_us is not None:
             task.result = _judged(task, roofs, database, tvm_target, cold)
@@ -463,11 +468,27 @@ def tune(
     )
 
 
+def _task_measurer(
+    made: dict[tuple, Measurer], base: Measurer, task: _Task, target: tvm.target.Target
+) -> Measurer:
+    """How ``task``'s candidates are measured (:mod:`~.inputs`): with the activations of its
+    operator and, for the decode bucket on a CPU, cold, since a model's weights stream from
+    DRAM at decode while one kernel's weights measured warm sit in the last-level cache.
+    ``made`` keeps one measurer (one runner process) per kind."""
+    cold = task.bucket.tune_m == 1 and target.kind.name == "llvm"
+    kind = (activation_zeros(task.workload.op), cold)
+    if kind not in made:
+        made[kind] = base.variant(zeros=kind[0], **(COLD if cold else {}))
+    return made[kind]
+
+
 def _judged(task, roofs, database, target, cold: Measurer) -> TaskResult:
     """``task.result`` with its cost and roofline verdict; a DRAM-bound kernel's roofline % is
-    taken from a cold measurement (caches flushed before each run) of its best record."""
+    taken from a cold measurement (:mod:`~.inputs`) of its best record."""
     row = task.result
-    nbytes, nops = kernel_cost(task.module(task.space))
+    zeros = activation_zeros(task.workload.op)
+    cold = cold.variant(zeros=zeros) if zeros is not None else cold
+    nbytes, nops = kernel_cost(task.module(task.space), zeros)
     verdict = judge(row.tuned_us, row.speedup, nbytes, nops, roofs)
     cold_us = None
     if verdict["bound"] == "dram":
@@ -481,7 +502,7 @@ def _judged(task, roofs, database, target, cold: Measurer) -> TaskResult:
 
 
 def _measure_cold(task, database, target, cold: Measurer) -> float | None:
-    """µs (median) of the task's best stored schedule, CPU caches flushed before each run."""
+    """µs (median of the rounds) of the task's best stored schedule, measured cold."""
     mod = task.module(task.space)
     best = database.best(mod, target)
     if best is None:

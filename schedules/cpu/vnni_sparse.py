@@ -38,11 +38,40 @@ from bitnet_tvm.schedules.layouts import WeightLayout, packed_shape
 from bitnet_tvm.schedules.operators.common import ternary_code
 from bitnet_tvm.schedules.target import has_avx512_vnni
 
-__all__ = ["LANE_INTERLEAVE", "VnniSparseGemv", "VnniSparseKnobs", "vnni_sparse_gemv"]
+__all__ = [
+    "AHEAD_CHOICES",
+    "LANE_INTERLEAVE",
+    "VnniSparseGemv",
+    "VnniSparseKnobs",
+    "check_sparse_knobs",
+    "sparse_knob_space",
+    "vnni_sparse_gemv",
+]
 
 _CHUNK = 64  # outputs per chunk (16 bytes of a K-major row)
 # Y[4 l + j] = Z[16 j + l]: byte j of lane l comes from row j.
 LANE_INTERLEAVE = [16 * j + lane for lane in range(16) for j in range(4)]
+#: Prefetch distances (groups of four non-zeros) tried at decode, the default's first.
+AHEAD_CHOICES = (8, 4, 16, 2)
+
+
+def check_sparse_knobs(knobs) -> None:
+    """Raise ValueError unless ``knobs.chunks`` and ``knobs.ahead`` are positive ints."""
+    for name in ("chunks", "ahead"):
+        value = getattr(knobs, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{type(knobs).__name__}.{name} must be a positive int, got {value!r}")
+
+
+def sparse_knob_space(func: tirx.PrimFunc, chunks: tuple[int, ...]) -> dict[str, tuple]:
+    """The knob space of a sparse GEMV rule whose ``chunks`` choices are ``chunks`` (default
+    first).  Decode (``bitnet.m_hint`` absent or 1) streams its weight rows from DRAM: the
+    prefetch distance is what to tune, the default's chunks give every thread a task.  For
+    more tokens the rows come from cache and the chunks (accumulators per task) matter."""
+    m_hint = attrs.get_int(func, attrs.M_HINT)
+    if m_hint is None or m_hint <= 1:
+        return {"chunks": chunks[:1], "ahead": AHEAD_CHOICES}
+    return {"chunks": chunks, "ahead": AHEAD_CHOICES[:1]}
 
 
 @dataclass(frozen=True)
@@ -54,13 +83,16 @@ class VnniSparseKnobs:
     chunks : int
         64-output chunks per parallel task (4 accumulators each); the largest divisor of
         ``N // 64`` up to this is used.
+    ahead : int
+        Prefetch distance: the weight rows of the group ``ahead`` groups (of four non-zeros)
+        on are prefetched.
     """
 
     chunks: int = 20
+    ahead: int = AHEAD_CHOICES[0]
 
     def __post_init__(self) -> None:
-        if isinstance(self.chunks, bool) or not isinstance(self.chunks, int) or self.chunks <= 0:
-            raise ValueError(f"VnniSparseKnobs.chunks must be a positive int, got {self.chunks!r}")
+        check_sparse_knobs(self)
 
 
 def vnni_sparse_gemv(n: int, k: int, chunks: int, ahead: int = 8) -> tirx.PrimFunc:
@@ -173,7 +205,7 @@ class VnniSparseGemv(BitnetCPURule):
 
     ops = (attrs.OpName.SPARSE_INT8_MATMUL,)
     Knobs = VnniSparseKnobs
-    structural_knobs = ("chunks",)
+    structural_knobs = ("chunks", "ahead")
 
     def accepts(self, func: tirx.PrimFunc, target: Target | None) -> bool:
         """A K-major sparse matmul for an AVX-512 VNNI target."""
@@ -187,12 +219,12 @@ class VnniSparseGemv(BitnetCPURule):
         """The compaction + ``vpdpbusd`` kernel for ``func`` (same signature and attributes)."""
         n, k = attrs.get_int(func, attrs.N), attrs.get_int(func, attrs.K)
         chunks = split_factor(max(n // _CHUNK, 1), knobs.chunks)
-        kernel = vnni_sparse_gemv(n, k, chunks)
+        kernel = vnni_sparse_gemv(n, k, chunks, knobs.ahead)
         return kernel.with_attrs({**dict(func.attrs), "tirx.noalias": True})
 
     def schedule(self, sch: s_tir.Schedule, knobs: VnniSparseKnobs) -> None:
         """Nothing left to schedule: :meth:`prepare` builds the loop nest."""
 
     def knob_space(self, func: tirx.PrimFunc, target: Target) -> dict[str, tuple]:
-        """Chunks of 64 outputs per task."""
-        return {"chunks": (20, 4, 8, 10, 40)}
+        """Chunks of 64 outputs per task, prefetch distance (see :func:`sparse_knob_space`)."""
+        return sparse_knob_space(func, (20, 4, 8, 10, 40))

@@ -30,7 +30,12 @@ from tvm.target import Target
 from bitnet_tvm.schedules import attrs
 from bitnet_tvm.schedules.cpu.common import BitnetCPURule, split_factor
 from bitnet_tvm.schedules.cpu.intrin_x86 import vpdpbusd
-from bitnet_tvm.schedules.cpu.vnni_sparse import LANE_INTERLEAVE
+from bitnet_tvm.schedules.cpu.vnni_sparse import (
+    AHEAD_CHOICES,
+    LANE_INTERLEAVE,
+    check_sparse_knobs,
+    sparse_knob_space,
+)
 from bitnet_tvm.schedules.layouts import WeightLayout, packed_shape
 from bitnet_tvm.schedules.operators.common import ternary_code
 from bitnet_tvm.schedules.target import has_avx512_vnni
@@ -50,15 +55,15 @@ class VnniSparseBase3Knobs:
     chunks : int
         80-output chunks per parallel task (6 accumulators each); the largest divisor of
         ``N // 80`` up to this is used.
+    ahead : int
+        Prefetch distance in groups of four non-zeros (as ``VnniSparseKnobs.ahead``).
     """
 
     chunks: int = 16
+    ahead: int = AHEAD_CHOICES[0]
 
     def __post_init__(self) -> None:
-        if isinstance(self.chunks, bool) or not isinstance(self.chunks, int) or self.chunks <= 0:
-            raise ValueError(
-                f"VnniSparseBase3Knobs.chunks must be a positive int, got {self.chunks!r}"
-            )
+        check_sparse_knobs(self)
 
 
 def vnni_sparse_base3_gemv(n: int, k: int, chunks: int, ahead: int = 8) -> tirx.PrimFunc:
@@ -175,7 +180,7 @@ class VnniSparseBase3(BitnetCPURule):
 
     ops = (attrs.OpName.SPARSE_INT8_MATMUL,)
     Knobs = VnniSparseBase3Knobs
-    structural_knobs = ("chunks",)
+    structural_knobs = ("chunks", "ahead")
 
     def accepts(self, func: tirx.PrimFunc, target: Target | None) -> bool:
         """A 1.6-bit K-major sparse matmul for an AVX-512 VNNI target."""
@@ -189,7 +194,7 @@ class VnniSparseBase3(BitnetCPURule):
         """The compaction + ``vpdpbusd`` kernel for ``func`` (same signature and attributes)."""
         n, k = attrs.get_int(func, attrs.N), attrs.get_int(func, attrs.K)
         chunks = split_factor(max(n // _CHUNK, 1), knobs.chunks)
-        kernel = vnni_sparse_base3_gemv(n, k, chunks)
+        kernel = vnni_sparse_base3_gemv(n, k, chunks, knobs.ahead)
         return kernel.with_attrs({**dict(func.attrs), "tirx.noalias": True})
 
     def schedule(self, sch: s_tir.Schedule, knobs: VnniSparseBase3Knobs) -> None:
@@ -197,4 +202,4 @@ class VnniSparseBase3(BitnetCPURule):
 
     def knob_space(self, func: tirx.PrimFunc, target: Target) -> dict[str, tuple]:
         """Chunks of 80 outputs per task."""
-        return {"chunks": (16, 4, 8, 32)}
+        return sparse_knob_space(func, (16, 4, 8, 32))

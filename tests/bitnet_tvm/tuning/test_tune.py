@@ -61,7 +61,7 @@ def test_tune_judges_the_roofline(tuned):
     assert report.roofs["read_gbs"] > 1 and row.bytes == N * K // 4 + 2 * N * 4 + K + 4
     assert row.ops == 2 * N * K and row.bound == "dram"  # M = 1: memory-bound
     assert row.cold_us > 0 and row.roofline_pct > 0
-    want = row.speedup >= 1.1 or 90 <= row.roofline_pct <= 110
+    want = row.speedup >= 1.1 or row.roofline_pct >= 90
     assert row.meets is want
     assert "roof %" in str(report) and "DRAM read" in str(report)
 

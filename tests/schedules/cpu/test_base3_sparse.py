@@ -77,6 +77,10 @@ def test_rule_takes_only_base3_kmajor():
     assert vnni.apply(sparse_int8_matmul(160, 48), ZNVER4, False) is None
     with pytest.raises(ValueError, match="chunks"):
         VnniSparseBase3Knobs(chunks=0)
+    with pytest.raises(ValueError, match="ahead"):
+        VnniSparseBase3Knobs(ahead=0)
+    space = vnni.knob_space(sparse_int8_matmul(160, 48, layout="base3_kmajor"), ZNVER4)
+    assert space["ahead"] == (8, 4, 16, 2) and space["chunks"] == (16,)
 
 
 @pytest.mark.parametrize("n, k, m", [(333, 77, 1), (320, 101, 1), (320, 64, 19), (45, 9, 3)])

@@ -15,6 +15,7 @@ from targets import AVX2, CUDA, VNNI, needs_vnni
 from tvm.s_tir.dlight import ApplyDefaultSchedule
 
 from bitnet_tvm import reference
+from bitnet_tvm.schedules import attrs
 from bitnet_tvm.schedules.cpu import VnniSparseGemv, VnniSparseKnobs, cpu_rules
 from bitnet_tvm.schedules.layouts import pack_weight
 from bitnet_tvm.schedules.operators import sparse_int8_matmul, ternary_matmul
@@ -53,24 +54,30 @@ def test_rule_order():
 
 def test_knobs():
     assert VnniSparseGemv.follows_protocol()
-    space = VnniSparseGemv().knob_space(sparse_int8_matmul(64, 64), VNNI)
-    assert VnniSparseKnobs().chunks in space["chunks"]
+    func = sparse_int8_matmul(64, 64)
+    decode = VnniSparseGemv().knob_space(func, VNNI)  # prefetch distance; chunks: default
+    assert decode == {"chunks": (VnniSparseKnobs().chunks,), "ahead": (8, 4, 16, 2)}
+    prefill = VnniSparseGemv().knob_space(func.with_attr(attrs.M_HINT, 32), VNNI)
+    assert prefill["ahead"] == (VnniSparseKnobs().ahead,) and len(prefill["chunks"]) > 1
     with pytest.raises(ValueError, match=r"VnniSparseKnobs\.chunks"):
         VnniSparseKnobs(chunks=0)
+    with pytest.raises(ValueError, match=r"VnniSparseKnobs\.ahead"):
+        VnniSparseKnobs(ahead=True)
 
 
 @needs_vnni
 @pytest.mark.parametrize(
-    "n, k, chunks",
-    [(13, 421, 20), (256 + 64 + 13, 357, 20), (512, 130, 4), (128, 3, 1)],
+    "n, k, chunks, ahead",
+    [(13, 421, 20, 8), (256 + 64 + 13, 357, 20, 2), (512, 130, 4, 16), (128, 3, 1, 8)],
     ids=["13x421", "333x357", "512x130", "128x3"],
 )
-def test_exact(threads, n, k, chunks):
+def test_exact(threads, n, k, chunks, ahead):
     """Full chunks, the N % 64 tail, K % 4 padding; all-zero, dense and sparse rows; M > 1."""
     rng = np.random.default_rng(n + k)
     q_w = rng.integers(-1, 2, (n, k)).astype(np.int8)
     func = sparse_int8_matmul(n, k)
-    ex = tvm.compile(VnniSparseGemv(VnniSparseKnobs(chunks)).apply(func, VNNI, False).mod, VNNI)
+    rule = VnniSparseGemv(VnniSparseKnobs(chunks, ahead))
+    ex = tvm.compile(rule.apply(func, VNNI, False).mod, VNNI)
     alpha = rng.random(n).astype(np.float32)
     packed = pack_weight(q_w, "2bit_kmajor")
     for m, zeros in ((1, 0.85), (3, 0.5), (2, 1.0), (1, 0.0)):
