@@ -44,6 +44,9 @@ __all__ = [
     "VnniSparseGemv",
     "VnniSparseKnobs",
     "check_sparse_knobs",
+    "compact_row",
+    "gather_pieces",
+    "prefetch_rows",
     "sparse_knob_space",
     "vnni_sparse_gemv",
 ]
@@ -53,6 +56,51 @@ _CHUNK = 64  # outputs per chunk (16 bytes of a K-major row)
 LANE_INTERLEAVE = [16 * j + lane for lane in range(16) for j in range(4)]
 #: Prefetch distances (groups of four non-zeros) tried at decode, the default's first.
 AHEAD_CHOICES = (8, 4, 16, 2)
+
+
+def gather_pieces(w: tirx.Buffer, idx: tirx.Buffer, g, chunk) -> tirx.PrimExpr:
+    """Bytes (uint8x64) of the 16-byte pieces ``chunk`` of the K-major rows ``idx[4 g + j]``
+    (``j < 4``), interleaved so that int32 lane ``l`` holds byte ``l`` of each row."""
+    pieces = [w.vload([T.int64(idx[g * 4 + j]), chunk * T.int64(16)], "uint8x16") for j in range(4)]
+    return T.Shuffle(pieces, LANE_INTERLEAVE)
+
+
+@T.macro
+def compact_row(x_q, m, k, idx, xv, state):
+    """Branch-free compaction of row ``m`` of ``x_q``: the indices ``idx`` and values ``xv`` of
+    its non-zeros, their count in ``state[0]`` and ``sum(x)`` in ``state[1]``, then four
+    padding entries (row 0, value 0)."""
+    state[0] = 0
+    state[1] = 0
+    for kk in range(k):
+        idx[state[0]] = T.Cast("int32", kk)
+        xv[state[0]] = x_q[m, kk]
+        state[1] = state[1] + T.Cast("int32", x_q[m, kk])
+        state[0] = state[0] + T.Cast("int32", x_q[m, kk] != T.int8(0))
+    for j in range(4):
+        idx[state[0] + j] = 0
+        xv[state[0] + j] = T.int8(0)
+
+
+@T.macro
+def prefetch_rows(w, idx, state, g, ahead, column, lines):
+    """Prefetch ``lines`` cache lines from byte ``column`` of the rows of group ``g + ahead``."""
+    for j, line in T.grid(4, lines):
+        T.evaluate(
+            T.call_llvm_intrin(
+                "void",
+                "llvm.prefetch.p0",
+                T.address_of(
+                    w[
+                        T.int64(idx[T.min(g * 4 + 4 * ahead + j, state[0] + 3)]),
+                        column + T.Cast("int64", line) * T.int64(64),
+                    ]
+                ),
+                T.int32(0),
+                T.int32(3),
+                T.int32(1),
+            )
+        )
 
 
 def check_sparse_knobs(knobs) -> None:
@@ -109,11 +157,6 @@ def vnni_sparse_gemv(n: int, k: int, chunks: int, ahead: int = 8) -> tirx.PrimFu
     tail0 = full * _CHUNK
     lines = -(-chunks * 16 // 64)  # cache lines of a row piece per task
 
-    def gather(w, idx, g, chunk):
-        """Bytes ``Y`` (int8x64) of four K-major row pieces, interleaved per int32 lane."""
-        pieces = [w.vload([i64(idx[g * 4 + j]), chunk * i64(16)], "uint8x16") for j in range(4)]
-        return T.Shuffle(pieces, LANE_INTERLEAVE)
-
     def codes(y, s):
         words = T.reinterpret("int32x16", y)
         shifted = T.shift_right(words, T.Broadcast(2 * s, 16))
@@ -136,43 +179,19 @@ def vnni_sparse_gemv(n: int, k: int, chunks: int, ahead: int = 8) -> tirx.PrimFu
         xv = T.decl_buffer((GROUPS + i64(4),), "int8")
         state = T.decl_buffer((2,), "int32", scope="local")  # count, sum(x)
         for m in range(M):
-            state[0] = 0
-            state[1] = 0
-            for kk in range(K_):  # branch-free compaction
-                idx[state[0]] = T.Cast("int32", kk)
-                xv[state[0]] = x_q[m, kk]
-                state[1] = state[1] + T.Cast("int32", x_q[m, kk])
-                state[0] = state[0] + T.Cast("int32", x_q[m, kk] != T.int8(0))
-            for j in range(4):
-                idx[state[0] + j] = 0
-                xv[state[0] + j] = T.int8(0)
+            compact_row(x_q, m, K_, idx, xv, state)
             for task in T.parallel(i64(tasks)):
                 acc = T.decl_buffer((chunks * 64,), "int32", scope="local")
                 for i in T.vectorized(chunks * 64):
                     acc[i] = 0
                 for g in range((state[0] + 3) // 4):
-                    for j, line in T.grid(4, lines):  # the rows of group g + ahead
-                        T.evaluate(
-                            T.call_llvm_intrin(
-                                "void",
-                                "llvm.prefetch.p0",
-                                T.address_of(
-                                    w[
-                                        i64(idx[T.min(g * 4 + 4 * ahead + j, state[0] + 3)]),
-                                        task * i64(chunks * 16) + T.Cast("int64", line) * i64(64),
-                                    ]
-                                ),
-                                T.int32(0),
-                                T.int32(3),
-                                T.int32(1),
-                            )
-                        )
+                    prefetch_rows(w, idx, state, g, ahead, task * i64(chunks * 16), lines)
                     xg = T.reinterpret(
                         "int8x64",
                         T.Broadcast(T.reinterpret("int32", xv.vload([g * 4], "int8x4")), 16),
                     )
                     for c in T.unroll(chunks):
-                        piece = gather(w, idx, g, task * i64(chunks) + T.Cast("int64", c))
+                        piece = gather_pieces(w, idx, g, task * i64(chunks) + T.Cast("int64", c))
                         for s in T.unroll(4):
                             acc[T.Ramp((c * 4 + s) * 16, 1, 16)] = vpdpbusd(
                                 acc[T.Ramp((c * 4 + s) * 16, 1, 16)], codes(piece, s), xg
@@ -201,30 +220,38 @@ class VnniSparseGemv(BitnetCPURule):
     """``sparse_int8_matmul`` in the ``2bit_kmajor`` layout on AVX-512 VNNI CPUs (any M, meant
     for decode).  Declines other layouts, targets without ``avx512vnni`` (the generic
     :class:`~bitnet_tvm.schedules.cpu.sparse_gemv.SparseGemv` takes those) and every other
-    PrimFunc."""
+    PrimFunc.
+
+    The 1.6-bit rule (:class:`~bitnet_tvm.schedules.cpu.vnni_sparse_base3.VnniSparseBase3`)
+    is this one with another ``layout``, ``chunk`` (outputs per 16-byte row piece),
+    ``chunk_choices`` and ``kernel``."""
 
     ops = (attrs.OpName.SPARSE_INT8_MATMUL,)
     Knobs = VnniSparseKnobs
     structural_knobs = ("chunks", "ahead")
+    layout = WeightLayout.TWO_BIT_KMAJOR
+    chunk = _CHUNK
+    chunk_choices = (20, 4, 8, 10, 40)
+    kernel = staticmethod(vnni_sparse_gemv)
 
     def accepts(self, func: tirx.PrimFunc, target: Target | None) -> bool:
-        """A K-major sparse matmul for an AVX-512 VNNI target."""
+        """A sparse matmul in :attr:`layout` for an AVX-512 VNNI target."""
         return (
             self.matches(func, target)
             and has_avx512_vnni(target)
-            and str(func.attrs[attrs.LAYOUT]) == WeightLayout.TWO_BIT_KMAJOR.value
+            and str(func.attrs[attrs.LAYOUT]) == self.layout.value
         )
 
     def prepare(self, func: tirx.PrimFunc, knobs: VnniSparseKnobs) -> tirx.PrimFunc:
         """The compaction + ``vpdpbusd`` kernel for ``func`` (same signature and attributes)."""
         n, k = attrs.get_int(func, attrs.N), attrs.get_int(func, attrs.K)
-        chunks = split_factor(max(n // _CHUNK, 1), knobs.chunks)
-        kernel = vnni_sparse_gemv(n, k, chunks, knobs.ahead)
+        chunks = split_factor(max(n // self.chunk, 1), knobs.chunks)
+        kernel = self.kernel(n, k, chunks, knobs.ahead)
         return kernel.with_attrs({**dict(func.attrs), "tirx.noalias": True})
 
     def schedule(self, sch: s_tir.Schedule, knobs: VnniSparseKnobs) -> None:
         """Nothing left to schedule: :meth:`prepare` builds the loop nest."""
 
     def knob_space(self, func: tirx.PrimFunc, target: Target) -> dict[str, tuple]:
-        """Chunks of 64 outputs per task, prefetch distance (see :func:`sparse_knob_space`)."""
-        return sparse_knob_space(func, (20, 4, 8, 10, 40))
+        """Chunks of outputs per task, prefetch distance (see :func:`sparse_knob_space`)."""
+        return sparse_knob_space(func, self.chunk_choices)

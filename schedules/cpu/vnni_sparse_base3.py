@@ -23,22 +23,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tvm import s_tir, tirx
+from tvm import tirx
 from tvm.script import tirx as T
-from tvm.target import Target
 
-from bitnet_tvm.schedules import attrs
-from bitnet_tvm.schedules.cpu.common import BitnetCPURule, split_factor
 from bitnet_tvm.schedules.cpu.intrin_x86 import vpdpbusd
 from bitnet_tvm.schedules.cpu.vnni_sparse import (
     AHEAD_CHOICES,
-    LANE_INTERLEAVE,
+    VnniSparseGemv,
     check_sparse_knobs,
-    sparse_knob_space,
+    compact_row,
+    gather_pieces,
+    prefetch_rows,
 )
 from bitnet_tvm.schedules.layouts import WeightLayout, packed_shape
 from bitnet_tvm.schedules.operators.common import ternary_code
-from bitnet_tvm.schedules.target import has_avx512_vnni
 
 __all__ = ["VnniSparseBase3", "VnniSparseBase3Knobs", "vnni_sparse_base3_gemv"]
 
@@ -82,11 +80,6 @@ def vnni_sparse_base3_gemv(n: int, k: int, chunks: int, ahead: int = 8) -> tirx.
     lines = -(-chunks * 16 // 64)  # cache lines of a row piece per task
     stride = _TERMS * 16  # accumulator ints per chunk
 
-    def gather(w, idx, g, chunk):
-        """Bytes (uint8x64) of four K-major row pieces, interleaved per int32 lane."""
-        pieces = [w.vload([i64(idx[g * 4 + j]), chunk * i64(16)], "uint8x16") for j in range(4)]
-        return T.Shuffle(pieces, LANE_INTERLEAVE)
-
     @T.prim_func
     def func(
         var_x_q: T.handle,
@@ -104,44 +97,20 @@ def vnni_sparse_base3_gemv(n: int, k: int, chunks: int, ahead: int = 8) -> tirx.
         xv = T.decl_buffer((GROUPS + i64(4),), "int8")
         state = T.decl_buffer((2,), "int32", scope="local")  # count, sum(x)
         for m in range(M):
-            state[0] = 0
-            state[1] = 0
-            for kk in range(K_):  # branch-free compaction
-                idx[state[0]] = T.Cast("int32", kk)
-                xv[state[0]] = x_q[m, kk]
-                state[1] = state[1] + T.Cast("int32", x_q[m, kk])
-                state[0] = state[0] + T.Cast("int32", x_q[m, kk] != T.int8(0))
-            for j in range(4):
-                idx[state[0] + j] = 0
-                xv[state[0] + j] = T.int8(0)
+            compact_row(x_q, m, K_, idx, xv, state)
             for task in T.parallel(i64(tasks)):
                 acc = T.decl_buffer((chunks * stride,), "int32", scope="local")
                 terms = T.decl_buffer((64,), "uint8", scope="local")
                 for i in T.vectorized(chunks * stride):
                     acc[i] = 0
                 for g in range((state[0] + 3) // 4):
-                    for j, line in T.grid(4, lines):  # the rows of group g + ahead
-                        T.evaluate(
-                            T.call_llvm_intrin(
-                                "void",
-                                "llvm.prefetch.p0",
-                                T.address_of(
-                                    w[
-                                        i64(idx[T.min(g * 4 + 4 * ahead + j, state[0] + 3)]),
-                                        task * i64(chunks * 16) + T.Cast("int64", line) * i64(64),
-                                    ]
-                                ),
-                                T.int32(0),
-                                T.int32(3),
-                                T.int32(1),
-                            )
-                        )
+                    prefetch_rows(w, idx, state, g, ahead, task * i64(chunks * 16), lines)
                     xg = T.reinterpret(
                         "int8x64",
                         T.Broadcast(T.reinterpret("int32", xv.vload([g * 4], "int8x4")), 16),
                     )
                     for c in T.unroll(chunks):
-                        terms[T.Ramp(0, 1, 64)] = gather(
+                        terms[T.Ramp(0, 1, 64)] = gather_pieces(
                             w, idx, g, task * i64(chunks) + T.Cast("int64", c)
                         )
                         for e in T.unroll(_TERMS):
@@ -173,33 +142,13 @@ def vnni_sparse_base3_gemv(n: int, k: int, chunks: int, ahead: int = 8) -> tirx.
     return func
 
 
-class VnniSparseBase3(BitnetCPURule):
+class VnniSparseBase3(VnniSparseGemv):
     """``sparse_int8_matmul`` in the ``base3_kmajor`` layout on AVX-512 VNNI CPUs (any M, meant
     for decode).  Declines other layouts and targets without ``avx512vnni`` (the generic
     :class:`~bitnet_tvm.schedules.cpu.base3_sparse.Base3SparseGemv` takes those)."""
 
-    ops = (attrs.OpName.SPARSE_INT8_MATMUL,)
     Knobs = VnniSparseBase3Knobs
-    structural_knobs = ("chunks", "ahead")
-
-    def accepts(self, func: tirx.PrimFunc, target: Target | None) -> bool:
-        """A 1.6-bit K-major sparse matmul for an AVX-512 VNNI target."""
-        return (
-            self.matches(func, target)
-            and has_avx512_vnni(target)
-            and str(func.attrs[attrs.LAYOUT]) == WeightLayout.BASE3_KMAJOR.value
-        )
-
-    def prepare(self, func: tirx.PrimFunc, knobs: VnniSparseBase3Knobs) -> tirx.PrimFunc:
-        """The compaction + ``vpdpbusd`` kernel for ``func`` (same signature and attributes)."""
-        n, k = attrs.get_int(func, attrs.N), attrs.get_int(func, attrs.K)
-        chunks = split_factor(max(n // _CHUNK, 1), knobs.chunks)
-        kernel = vnni_sparse_base3_gemv(n, k, chunks, knobs.ahead)
-        return kernel.with_attrs({**dict(func.attrs), "tirx.noalias": True})
-
-    def schedule(self, sch: s_tir.Schedule, knobs: VnniSparseBase3Knobs) -> None:
-        """Nothing left to schedule: :meth:`prepare` builds the loop nest."""
-
-    def knob_space(self, func: tirx.PrimFunc, target: Target) -> dict[str, tuple]:
-        """Chunks of 80 outputs per task."""
-        return sparse_knob_space(func, (16, 4, 8, 32))
+    layout = WeightLayout.BASE3_KMAJOR
+    chunk = _CHUNK
+    chunk_choices = (16, 4, 8, 32)
+    kernel = staticmethod(vnni_sparse_base3_gemv)
